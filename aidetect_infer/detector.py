@@ -1,0 +1,324 @@
+"""The :class:`Detector` facade and its :class:`Prediction` results."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+from tokenizers import Tokenizer
+
+from aidetect_infer.bundle import MIN_MAX_LENGTH, BundleMetadata, load_bundle
+from aidetect_infer.errors import GET_MODEL_HINT, InvalidInputError, InvalidValueError, ModelFilesMissingError
+from aidetect_infer.session import (
+    GPU_PROVIDERS,
+    create_session,
+    resolve_providers,
+    run_logits,
+    validate_graph,
+)
+from aidetect_infer.tokenization import TextEncoder, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+MODEL_ENV = "AIDETECT_MODEL"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+_MIN_TEXTS_PER_CHUNK = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The verdict on one text.
+
+    Attributes:
+        label: ``labels[1]`` (``"ai"``) when ``score >= threshold``, else ``labels[0]`` (``"human"``).
+        score: P(AI) in [0, 1]; for a text split into windows, the windows' P(AI) averaged with weights equal
+            to their content-token counts.
+        threshold: The decision threshold used.
+        windows: How many windows were scored (1 unless the text is longer than one window).
+    """
+
+    label: str
+    score: float
+    threshold: float
+    windows: int
+
+
+def default_model_path() -> Path:
+    """The bundle ``Detector()`` loads: ``$AIDETECT_MODEL`` if set, else ``<repository>/models/default``."""
+    env = os.environ.get(MODEL_ENV, "").strip()
+    return Path(env).expanduser() if env else DEFAULT_MODEL_DIR
+
+
+def _softmax_ai(logits: NDArray[np.float64]) -> NDArray[np.float64]:
+    """P(class 1) from ``(n, 2)`` logits, in float64 with the max subtracted (no overflow)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp[:, 1] / exp.sum(axis=1)
+
+
+def _as_texts(texts: object) -> tuple[list[str], bool]:
+    """The texts as a list, and whether a single string was given."""
+    if isinstance(texts, str):
+        return [texts], True
+    if isinstance(texts, (bytes, bytearray)):
+        raise InvalidInputError(
+            f"texts must be str, got {type(texts).__name__}: decode it first (.decode('utf-8'))"
+        )
+    if isinstance(texts, Mapping) or not isinstance(texts, Iterable):
+        raise InvalidInputError(
+            f"texts must be a string or a sequence of strings, got {type(texts).__name__}"
+        )
+    items = list(texts)
+    for index, text in enumerate(items):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"texts[{index}] is {type(text).__name__}, not str")
+    return items, False
+
+
+def _effective_metadata(metadata: BundleMetadata, max_length: int | None) -> BundleMetadata:
+    """``metadata`` with a smaller ``max_length`` (stride scaled to keep the bundle's overlap ratio)."""
+    if max_length is None or max_length == metadata.max_length:
+        return metadata
+    if not isinstance(max_length, int) or isinstance(max_length, bool):
+        raise InvalidInputError(f"max_length must be an integer or None, got {type(max_length).__name__}")
+    if not MIN_MAX_LENGTH <= max_length <= metadata.max_length:
+        raise InvalidValueError(
+            f"max_length must be in [{MIN_MAX_LENGTH}, {metadata.max_length}] (the bundle's max_length), "
+            f"got {max_length}"
+        )
+    ratio = metadata.window_stride / (metadata.max_length - 2)
+    stride = min(max_length - 2, max(1, round(ratio * (max_length - 2))))
+    return dataclasses.replace(metadata, max_length=max_length, window_stride=stride)
+
+
+class Detector:
+    """Scores texts as AI-generated or human-written with an ONNX model bundle.
+
+    ``Detector()`` loads the default bundle (see :func:`default_model_path`) on the CPU or CUDA;
+    :meth:`from_pretrained` loads any bundle; the keyword-only constructor takes a ready session, tokenizer
+    and metadata. One instance may serve many threads at once: calls keep no state on the instance.
+
+    Texts longer than one window are split into overlapping windows whose P(AI) are averaged, weighted by
+    their token counts (``truncation=True`` scores the first window only). An empty or whitespace-only text
+    (or one the normalizer empties) is scored as the tokenizer frames it, ``[CLS] [SEP]``; lone surrogates
+    are replaced with U+FFFD.
+
+    Args:
+        session: An ONNX Runtime session of a bundle's ``model.onnx``.
+        tokenizer: The bundle's tokenizer (it is copied, never modified).
+        metadata: The bundle's metadata.
+        batch_size: Windows per ONNX Runtime call.
+        truncation: Score only the first window of long texts.
+        max_length: Tokens per window, at most the bundle's ``max_length``; ``None`` uses the bundle's.
+
+    Raises:
+        InvalidInputError: Only some of ``session``/``tokenizer``/``metadata`` were given, or of a wrong type.
+        InvalidValueError: ``batch_size`` or ``max_length`` out of range.
+        ModelFilesMissingError: No argument given and the default bundle does not exist.
+        BundleError: The graph or tokenizer does not fit this runtime.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: ort.InferenceSession | None = None,
+        tokenizer: Tokenizer | None = None,
+        metadata: BundleMetadata | None = None,
+        batch_size: int = 16,
+        truncation: bool = False,
+        max_length: int | None = None,
+    ) -> None:
+        if session is None and tokenizer is None and metadata is None:
+            path = default_model_path()
+            if not path.exists():
+                raise ModelFilesMissingError(f"{path}: no default model bundle; {GET_MODEL_HINT}")
+            session, tokenizer, metadata = _load_parts(path, provider="auto", threads=None, variant=None)
+        if session is None or tokenizer is None or metadata is None:
+            raise InvalidInputError("pass session, tokenizer and metadata together, or none of them")
+        if not isinstance(metadata, BundleMetadata):
+            raise InvalidInputError(f"metadata must be a BundleMetadata, got {type(metadata).__name__}")
+        if not isinstance(tokenizer, Tokenizer):
+            raise InvalidInputError(
+                f"tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}"
+            )
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InvalidValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self._metadata = _effective_metadata(metadata, max_length)
+        self._session = session
+        self._graph = validate_graph(session)
+        self._encoder = TextEncoder(
+            tokenizer, max_length=self._metadata.max_length, window_stride=self._metadata.window_stride
+        )
+        self._batch_size = batch_size
+        self._truncation = bool(truncation)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        provider: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        truncation: bool = False,
+        variant: str | None = None,
+    ) -> Detector:
+        """Load a model bundle.
+
+        Args:
+            path: A bundle directory, or a parent holding ``fp32/ int8/ fp16/`` variants; ``None`` loads the
+                default bundle.
+            provider: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"tensorrt"``; an explicit GPU provider that is
+                not available raises instead of falling back to the CPU.
+            threads: Intra-op threads; ``None`` uses every core this process may use.
+            batch_size: Windows per ONNX Runtime call.
+            max_length: Tokens per window, at most the bundle's; ``None`` uses the bundle's.
+            truncation: Score only the first window of long texts.
+            variant: Which variant of a parent directory to load; ``None`` picks ``fp16`` on a GPU when
+                present, else ``int8``, else ``fp32``.
+
+        Returns:
+            The detector.
+
+        Raises:
+            ModelFilesMissingError: The bundle or one of its files does not exist.
+            UnsupportedFormatError: Unknown bundle format version.
+            ChecksumMismatchError: A file does not match its recorded sha256.
+            BundleError: Invalid metadata, a corrupt model or tokenizer, or a graph this runtime cannot feed.
+            ProviderUnavailableError: The requested provider is not available or did not load.
+            InvalidValueError: ``provider``, ``threads``, ``batch_size`` or ``max_length`` out of range.
+        """
+        bundle_path = default_model_path() if path is None else Path(path)
+        if path is None and not bundle_path.exists():
+            raise ModelFilesMissingError(f"{bundle_path}: no default model bundle; {GET_MODEL_HINT}")
+        session, tokenizer, metadata = _load_parts(
+            bundle_path, provider=provider, threads=threads, variant=variant
+        )
+        return cls(
+            session=session,
+            tokenizer=tokenizer,
+            metadata=metadata,
+            batch_size=batch_size,
+            truncation=truncation,
+            max_length=max_length,
+        )
+
+    @property
+    def metadata(self) -> BundleMetadata:
+        """The bundle metadata in use (``max_length``/``window_stride`` as overridden, if they were)."""
+        return self._metadata
+
+    @property
+    def providers(self) -> list[str]:
+        """The ONNX Runtime providers the session really runs on, best first."""
+        return list(self._session.get_providers())
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold: ``score >= threshold`` means AI."""
+        return self._metadata.threshold
+
+    def __repr__(self) -> str:
+        meta = self._metadata
+        return f"Detector(name={meta.name!r}, variant={meta.precision!r}, providers={self.providers})"
+
+    @overload
+    def predict(self, texts: str) -> Prediction: ...
+
+    @overload
+    def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
+
+    def predict(self, texts: str | Sequence[str]) -> Prediction | list[Prediction]:
+        """Classify one text or many.
+
+        Args:
+            texts: A string, or a sequence of strings (an empty sequence gives an empty list).
+
+        Returns:
+            A :class:`Prediction` for a string; a list of them, in input order, for a sequence.
+
+        Raises:
+            InvalidInputError: ``texts`` is not a string or a sequence of strings (the message names the index
+                and type of the first bad item).
+        """
+        items, single = _as_texts(texts)
+        scores, windows = self._score(items)
+        threshold = self._metadata.threshold
+        negative, positive = self._metadata.labels
+        predictions = [
+            Prediction(
+                label=positive if score >= threshold else negative,
+                score=float(score),
+                threshold=threshold,
+                windows=int(count),
+            )
+            for score, count in zip(scores, windows, strict=True)
+        ]
+        return predictions[0] if single else predictions
+
+    def predict_proba(self, texts: str | Sequence[str]) -> NDArray[np.float32]:
+        """P(AI) of each text.
+
+        Args:
+            texts: A string or a sequence of strings.
+
+        Returns:
+            float32 array of shape ``(n,)`` in input order (``(1,)`` for a single string, ``(0,)`` for none).
+
+        Raises:
+            InvalidInputError: ``texts`` is not a string or a sequence of strings.
+        """
+        items, _ = _as_texts(texts)
+        return self._score(items)[0].astype(np.float32)
+
+    def _score(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """Scores (float64) and window counts of ``texts``, encoded and run in chunks to bound memory."""
+        scores = np.empty(len(texts), dtype=np.float64)
+        windows = np.empty(len(texts), dtype=np.int64)
+        chunk = max(_MIN_TEXTS_PER_CHUNK, 16 * self._batch_size)
+        for begin in range(0, len(texts), chunk):
+            part = slice(begin, begin + chunk)
+            scores[part], windows[part] = self._score_chunk(texts[part])
+        return scores, windows
+
+    def _score_chunk(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        owners: list[int] = []
+        rows: list[NDArray[np.int64]] = []
+        for index, ids in enumerate(self._encoder.encode(texts)):
+            for start, stop in self._encoder.spans(len(ids), truncation=self._truncation):
+                owners.append(index)
+                rows.append(ids[start:stop])
+        # Longest windows first, so each batch pads to rows of nearly the same length.
+        order = sorted(range(len(rows)), key=lambda k: -len(rows[k]))
+        p_ai = np.empty(len(rows), dtype=np.float64)
+        for begin in range(0, len(order), self._batch_size):
+            batch = order[begin : begin + self._batch_size]
+            input_ids, attention_mask = self._encoder.pad_batch([rows[k] for k in batch])
+            logits = run_logits(self._session, self._graph, input_ids, attention_mask)
+            p_ai[batch] = _softmax_ai(logits)
+        owner = np.asarray(owners, dtype=np.int64)
+        weight = np.asarray([max(len(r), 1) for r in rows], dtype=np.float64)
+        total = np.bincount(owner, weights=weight, minlength=len(texts))
+        scores = np.bincount(owner, weights=weight * p_ai, minlength=len(texts)) / total
+        return scores, np.bincount(owner, minlength=len(texts))
+
+
+def _load_parts(
+    path: Path, *, provider: str, threads: int | None, variant: str | None
+) -> tuple[ort.InferenceSession, Tokenizer, BundleMetadata]:
+    """Load and verify a bundle and open its session."""
+    gpu = resolve_providers(provider, ort.get_available_providers())[0][0] in GPU_PROVIDERS
+    bundle = load_bundle(path, variant=variant, gpu=gpu)
+    tokenizer = load_tokenizer(bundle.tokenizer_path)
+    session = create_session(bundle.model_path, provider=provider, threads=threads)
+    validate_graph(session, str(bundle.model_path))  # names the file; the constructor checks again
+    return session, tokenizer, bundle.metadata

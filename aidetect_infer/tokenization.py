@@ -1,0 +1,224 @@
+"""Tokenization: the bundle's fast tokenizer, windows over long texts, length-sorted padded batches.
+
+Texts are encoded without special tokens; each window of at most ``max_length - 2`` content tokens then gets
+the tokenizer's own special tokens (``[CLS] ... [SEP]`` for BERT-family tokenizers), found once at load time
+by comparing an encoding with and without them. Batches are padded to their own longest row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from tokenizers import Tokenizer
+
+from aidetect_infer.errors import REBUILD_HINT, BundleError, InvalidValueError, ModelFilesMissingError
+
+logger = logging.getLogger(__name__)
+
+# Texts longer than this are encoded in pieces cut at whitespace, so a multi-megabyte text never becomes one
+# huge Encoding (offsets, token strings) in memory. For BERT-style normalizers and pre-tokenizers, which split
+# at whitespace anyway, the ids are identical.
+PIECE_CHARS = 100_000
+_PIECES_PER_CALL = 64
+_WHITESPACE = re.compile(r"\s")
+_PROBE = "probe text"
+_FALLBACK_SPECIALS = (("[CLS]", "[SEP]"), ("<s>", "</s>"))
+_PAD_TOKENS = ("[PAD]", "<pad>")
+
+
+def clean_text(text: str) -> str:
+    """Replace lone surrogates with U+FFFD (valid surrogate pairs become their character).
+
+    Python strings may hold code points that UTF-8 cannot encode; the Rust tokenizer must never see them.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def split_pieces(text: str, piece_chars: int = PIECE_CHARS) -> list[str]:
+    """Cut ``text`` into pieces of about ``piece_chars`` characters, each cut just before a whitespace.
+
+    A text without whitespace past a cut point is left whole from there on.
+    """
+    if len(text) <= piece_chars:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > piece_chars:
+        limit = start + piece_chars
+        cut = -1
+        for match in _WHITESPACE.finditer(text, start + 1, limit):
+            cut = match.start()
+        if cut < 0:
+            match = _WHITESPACE.search(text, limit)
+            if match is None:
+                break
+            cut = match.start()
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def window_spans(
+    n_tokens: int, length: int, stride: int, *, truncation: bool = False
+) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` content-token spans scored for a text of ``n_tokens`` tokens.
+
+    Windows of ``length`` tokens start every ``stride`` tokens; the last one ends at the end of the text.
+    A text that fits one window (an empty text included) is a single span; ``truncation`` keeps the first.
+    """
+    if n_tokens <= length:
+        return [(0, n_tokens)]
+    if truncation:
+        return [(0, length)]
+    starts = list(range(0, n_tokens - length + 1, stride))
+    if starts[-1] + length < n_tokens:
+        starts.append(n_tokens - length)
+    return [(s, s + length) for s in starts]
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
+    """Read a bundle's ``tokenizer.json``.
+
+    Raises:
+        ModelFilesMissingError: The file does not exist.
+        BundleError: It is not a tokenizer the ``tokenizers`` library can read.
+    """
+    if not Path(path).is_file():
+        raise ModelFilesMissingError(f"{path}: missing; {REBUILD_HINT}")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # the Rust side raises a bare Exception on malformed JSON
+        raise BundleError(f"{path}: not a valid tokenizers tokenizer ({exc}); {REBUILD_HINT}") from exc
+
+
+def _find(haystack: list[int], needle: list[int]) -> int:
+    for i in range(len(haystack) - len(needle) + 1):
+        if haystack[i : i + len(needle)] == needle:
+            return i
+    return -1
+
+
+class TextEncoder:
+    """Turns texts into content-token ids, windows and padded int64 batches for one bundle.
+
+    The tokenizer is copied and configured once (no truncation, no padding); encoding calls only read it,
+    so one encoder can serve many threads.
+
+    Args:
+        tokenizer: The bundle's tokenizer (copied, never modified).
+        max_length: Tokens per window, special tokens included.
+        window_stride: Content tokens a window advances by.
+        source: Where the tokenizer came from, for error messages.
+
+    Raises:
+        BundleError: The tokenizer has no way to add special tokens, or ``max_length`` leaves no room for
+            content.
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, *, max_length: int, window_stride: int, source: str = "tokenizer"
+    ) -> None:
+        self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self.prefix, self.suffix = self._special_ids(source)
+        self.content_length = max_length - len(self.prefix) - len(self.suffix)
+        if self.content_length < 1:
+            raise BundleError(f"{source}: max_length {max_length} leaves no room after the special tokens")
+        self.max_length = max_length
+        self.window_stride = min(window_stride, self.content_length)
+        self.pad_id = self._pad_id()
+
+    def _special_ids(self, source: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        plain = self._tokenizer.encode(_PROBE, add_special_tokens=False).ids
+        full = self._tokenizer.encode(_PROBE, add_special_tokens=True).ids
+        at = _find(full, plain) if plain else -1
+        if at >= 0 and len(full) > len(plain):
+            prefix, suffix = full[:at], full[at + len(plain) :]
+        else:
+            for first, last in _FALLBACK_SPECIALS:
+                first_id, last_id = self._tokenizer.token_to_id(first), self._tokenizer.token_to_id(last)
+                if first_id is not None and last_id is not None:
+                    logger.debug("%s: no post-processor, adding %s/%s", source, first, last)
+                    prefix, suffix = [first_id], [last_id]
+                    break
+            else:
+                raise BundleError(
+                    f"{source}: the tokenizer has no post-processor and no [CLS]/[SEP] tokens, so windows "
+                    f"cannot be framed; {REBUILD_HINT}"
+                )
+        return np.asarray(prefix, dtype=np.int64), np.asarray(suffix, dtype=np.int64)
+
+    def _pad_id(self) -> int:
+        for token in _PAD_TOKENS:
+            token_id = self._tokenizer.token_to_id(token)
+            if token_id is not None:
+                return token_id
+        return 0  # masked out by attention_mask, so any valid id will do
+
+    def encode(self, texts: Sequence[str]) -> list[NDArray[np.int64]]:
+        """Content-token ids (no special tokens, no truncation) of each text, in order.
+
+        Lone surrogates are replaced with U+FFFD first; texts over :data:`PIECE_CHARS` characters are
+        encoded in whitespace-cut pieces.
+        """
+        pieces: list[str] = []
+        owners: list[int] = []
+        for index, text in enumerate(texts):
+            for piece in split_pieces(clean_text(text)):
+                pieces.append(piece)
+                owners.append(index)
+        parts: list[list[NDArray[np.int64]]] = [[] for _ in texts]
+        if len(pieces) == len(texts):
+            call = len(pieces) or 1
+        else:
+            call = _PIECES_PER_CALL
+        for begin in range(0, len(pieces), call):
+            encodings = self._tokenizer.encode_batch(pieces[begin : begin + call], add_special_tokens=False)
+            for owner, encoding in zip(owners[begin : begin + call], encodings, strict=True):
+                parts[owner].append(np.asarray(encoding.ids, dtype=np.int64))
+        return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
+
+    def spans(self, n_tokens: int, *, truncation: bool = False) -> list[tuple[int, int]]:
+        """The windows of a text of ``n_tokens`` content tokens (see :func:`window_spans`)."""
+        return window_spans(n_tokens, self.content_length, self.window_stride, truncation=truncation)
+
+    def pad_batch(self, rows: Sequence[NDArray[np.int64]]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Frame each row with the special tokens and right-pad to the longest row.
+
+        Args:
+            rows: Content-token ids, each at most ``content_length`` long.
+
+        Returns:
+            ``(input_ids, attention_mask)``, both int64 of shape ``(len(rows), longest + specials)``.
+
+        Raises:
+            InvalidValueError: ``rows`` is empty or a row is longer than one window.
+        """
+        if not rows:
+            raise InvalidValueError("pad_batch needs at least one row")
+        longest = max(len(r) for r in rows)
+        if longest > self.content_length:
+            raise InvalidValueError(f"a row of {longest} tokens exceeds the window of {self.content_length}")
+        n_special = len(self.prefix) + len(self.suffix)
+        input_ids = np.full((len(rows), longest + n_special), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros_like(input_ids)
+        p = len(self.prefix)
+        for k, row in enumerate(rows):
+            end = p + len(row)
+            input_ids[k, :p] = self.prefix
+            input_ids[k, p:end] = row
+            input_ids[k, end : end + len(self.suffix)] = self.suffix
+            attention_mask[k, : end + len(self.suffix)] = 1
+        return input_ids, attention_mask
