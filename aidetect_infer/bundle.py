@@ -57,12 +57,12 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _thaw(value: Any) -> Any:
-    """Inverse of :func:`_freeze`: plain dicts and lists, ready for ``json.dumps``."""
+def to_plain(value: Any) -> Any:
+    """A deep copy as plain dicts and lists (undoes the read-only freezing), ready for ``json.dumps``."""
     if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
     return value
 
 
@@ -151,8 +151,8 @@ class BundleMetadata:
 
     def to_dict(self) -> dict[str, Any]:
         """The metadata as a plain JSON-serialisable dict (the inverse of :meth:`from_dict`)."""
-        out = {key: _thaw(getattr(self, key)) for key in REQUIRED_KEYS}
-        out.update(_thaw(self.optional))
+        out = {key: to_plain(getattr(self, key)) for key in REQUIRED_KEYS}
+        out.update(to_plain(self.optional))
         return out
 
     @property
