@@ -187,11 +187,7 @@ def _validate(meta: BundleMetadata) -> list[str]:
     if not _is_number(meta.threshold) or not 0.0 <= meta.threshold <= 1.0:
         problems.append(f"threshold must be a number in [0, 1], got {meta.threshold!r}")
     variant = meta.variant
-    if (
-        not isinstance(variant, Mapping)
-        or not isinstance(variant.get("precision"), str)
-        or not variant["precision"]
-    ):
+    if not isinstance(variant, Mapping) or not isinstance(variant.get("precision"), str) or not variant["precision"]:
         problems.append('variant must be an object with a string "precision" (fp32, int8, fp16)')
     arch = meta.architecture
     if not isinstance(arch, Mapping) or not isinstance(arch.get("model_type"), str):
@@ -212,11 +208,7 @@ def _validate_files(files: object) -> list[str]:
             problems.append(f'files["{name}"] is missing')
             continue
         digest = entry.get("sha256")
-        if (
-            not isinstance(digest, str)
-            or len(digest) != 64
-            or any(c not in "0123456789abcdef" for c in digest)
-        ):
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             problems.append(f'files["{name}"].sha256 must be 64 lowercase hex digits')
         size = entry.get("bytes")
         if not _is_int(size) or size < 0:
@@ -261,9 +253,7 @@ def is_bundle_dir(path: Path) -> bool:
     return (path / METADATA_FILE).is_file()
 
 
-def resolve_bundle_dir(
-    path: str | os.PathLike[str], *, variant: str | None = None, gpu: bool = False
-) -> Path:
+def resolve_bundle_dir(path: str | os.PathLike[str], *, variant: str | None = None, gpu: bool = False) -> Path:
     """Find the bundle directory to load: ``path`` itself, or one of its ``fp32/ int8/ fp16/`` variants.
 
     Args:

@@ -74,17 +74,11 @@ def register(command: Command) -> Command:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every command that loads a model shares."""
     group = parser.add_argument_group("model")
-    group.add_argument(
-        "--model", metavar="PATH", help="bundle directory (default: $AIDETECT_MODEL or models/default)"
-    )
-    group.add_argument(
-        "--variant", choices=("fp32", "int8", "fp16"), help="variant of a multi-variant bundle"
-    )
+    group.add_argument("--model", metavar="PATH", help="bundle directory (default: $AIDETECT_MODEL or models/default)")
+    group.add_argument("--variant", choices=("fp32", "int8", "fp16"), help="variant of a multi-variant bundle")
     group.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
     group.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: all cores)")
-    group.add_argument(
-        "--batch-size", type=int, default=16, metavar="N", help="windows per batch (default 16)"
-    )
+    group.add_argument("--batch-size", type=int, default=16, metavar="N", help="windows per batch (default 16)")
     group.add_argument("--max-length", type=int, metavar="N", help="tokens per window, at most the bundle's")
     group.add_argument("--truncate", action="store_true", help="score only the first window of long texts")
     group.add_argument("-v", "--verbose", action="store_true", help="log what the library does to stderr")
@@ -113,9 +107,7 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
         help="plain text, one text per line; or .jsonl/.ndjson with a 'text' field and optional 'id' "
         "(.gz accepted; '-' is stdin); blank lines are skipped",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="one JSON object per line: index, id, label, score"
-    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line: index, id, label, score")
     add_model_arguments(parser)
 
 

@@ -51,6 +51,15 @@ class Prediction:
     windows: int
 
 
+def _existing_default() -> Path:
+    """:func:`default_model_path`, or a :class:`ModelFilesMissingError` saying where it looked."""
+    path = default_model_path()
+    if not path.exists():
+        origin = f"${MODEL_ENV}" if os.environ.get(MODEL_ENV, "").strip() else "the default location"
+        raise ModelFilesMissingError(f"{path}: no model bundle at {origin}; {GET_MODEL_HINT}")
+    return path
+
+
 def default_model_path() -> Path:
     """The bundle ``Detector()`` loads: ``$AIDETECT_MODEL`` if set, else ``<repository>/models/default``."""
     env = os.environ.get(MODEL_ENV, "").strip()
@@ -69,13 +78,9 @@ def _as_texts(texts: object) -> tuple[list[str], bool]:
     if isinstance(texts, str):
         return [texts], True
     if isinstance(texts, (bytes, bytearray)):
-        raise InvalidInputError(
-            f"texts must be str, got {type(texts).__name__}: decode it first (.decode('utf-8'))"
-        )
+        raise InvalidInputError(f"texts must be str, got {type(texts).__name__}: decode it first (.decode('utf-8'))")
     if isinstance(texts, Mapping) or not isinstance(texts, Iterable):
-        raise InvalidInputError(
-            f"texts must be a string or a sequence of strings, got {type(texts).__name__}"
-        )
+        raise InvalidInputError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
     items = list(texts)
     for index, text in enumerate(items):
         if not isinstance(text, str):
@@ -137,18 +142,13 @@ class Detector:
         max_length: int | None = None,
     ) -> None:
         if session is None and tokenizer is None and metadata is None:
-            path = default_model_path()
-            if not path.exists():
-                raise ModelFilesMissingError(f"{path}: no default model bundle; {GET_MODEL_HINT}")
-            session, tokenizer, metadata = _load_parts(path, provider="auto", threads=None, variant=None)
+            session, tokenizer, metadata = _load_parts(_existing_default(), provider="auto", threads=None, variant=None)
         if session is None or tokenizer is None or metadata is None:
             raise InvalidInputError("pass session, tokenizer and metadata together, or none of them")
         if not isinstance(metadata, BundleMetadata):
             raise InvalidInputError(f"metadata must be a BundleMetadata, got {type(metadata).__name__}")
         if not isinstance(tokenizer, Tokenizer):
-            raise InvalidInputError(
-                f"tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}"
-            )
+            raise InvalidInputError(f"tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InvalidValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self._metadata = _effective_metadata(metadata, max_length)
@@ -197,12 +197,8 @@ class Detector:
             ProviderUnavailableError: The requested provider is not available or did not load.
             InvalidValueError: ``provider``, ``threads``, ``batch_size`` or ``max_length`` out of range.
         """
-        bundle_path = default_model_path() if path is None else Path(path)
-        if path is None and not bundle_path.exists():
-            raise ModelFilesMissingError(f"{bundle_path}: no default model bundle; {GET_MODEL_HINT}")
-        session, tokenizer, metadata = _load_parts(
-            bundle_path, provider=provider, threads=threads, variant=variant
-        )
+        bundle_path = _existing_default() if path is None else Path(path)
+        session, tokenizer, metadata = _load_parts(bundle_path, provider=provider, threads=threads, variant=variant)
         return cls(
             session=session,
             tokenizer=tokenizer,

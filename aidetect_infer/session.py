@@ -169,9 +169,7 @@ class GraphSpec:
     logits_type: str
     io_binding: bool
 
-    def feed(
-        self, input_ids: NDArray[np.int64], attention_mask: NDArray[np.int64]
-    ) -> dict[str, NDArray[np.int64]]:
+    def feed(self, input_ids: NDArray[np.int64], attention_mask: NDArray[np.int64]) -> dict[str, NDArray[np.int64]]:
         """The input dict for one batch, built from the graph's own input names."""
         given = {"input_ids": input_ids, "attention_mask": attention_mask}
         return {name: given[name] if name in given else np.zeros_like(input_ids) for name in self.inputs}

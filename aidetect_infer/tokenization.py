@@ -69,9 +69,7 @@ def split_pieces(text: str, piece_chars: int = PIECE_CHARS) -> list[str]:
     return pieces
 
 
-def window_spans(
-    n_tokens: int, length: int, stride: int, *, truncation: bool = False
-) -> list[tuple[int, int]]:
+def window_spans(n_tokens: int, length: int, stride: int, *, truncation: bool = False) -> list[tuple[int, int]]:
     """The ``(start, stop)`` content-token spans scored for a text of ``n_tokens`` tokens.
 
     Windows of ``length`` tokens start every ``stride`` tokens; the last one ends at the end of the text.
@@ -126,9 +124,7 @@ class TextEncoder:
             content.
     """
 
-    def __init__(
-        self, tokenizer: Tokenizer, *, max_length: int, window_stride: int, source: str = "tokenizer"
-    ) -> None:
+    def __init__(self, tokenizer: Tokenizer, *, max_length: int, window_stride: int, source: str = "tokenizer") -> None:
         self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
