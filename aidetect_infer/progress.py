@@ -34,7 +34,7 @@ class ProgressBar:
     def render(self) -> str:
         """The bar as text, e.g. ``[#######.......]  120/500 texts  35.2/s``."""
         fraction = self.done / self.total if self.total else 1.0
-        filled = int(round(fraction * self._width))
+        filled = int(fraction * self._width)
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         rate = self.done / elapsed
         return f"[{'#' * filled}{'.' * (self._width - filled)}] {self.done}/{self.total} texts {rate:.1f}/s"
