@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from aidetect_infer.errors import (
     AidetectError,
@@ -29,6 +29,9 @@ from aidetect_infer.errors import (
 )
 from aidetect_infer.progress import ProgressBar
 from aidetect_infer.textio import TextItem, read_file, read_lines
+
+if TYPE_CHECKING:
+    from aidetect_infer.detector import Detector
 
 PROG = "python -m aidetect_infer"
 EXIT_OK, EXIT_BUNDLE, EXIT_PROVIDER, EXIT_INPUT, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
@@ -84,8 +87,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-v", "--verbose", action="store_true", help="log what the library does to stderr")
 
 
-def load_detector(args: argparse.Namespace):  # noqa: ANN201 - Detector, imported lazily for a fast --help
-    """Build the Detector the model options describe."""
+def load_detector(args: argparse.Namespace) -> Detector:
+    """Build the Detector the model options describe (imported here, so ``--help`` stays fast)."""
     from aidetect_infer.detector import Detector
 
     return Detector.from_pretrained(

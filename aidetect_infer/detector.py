@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -70,7 +70,8 @@ def _softmax_ai(logits: NDArray[np.float64]) -> NDArray[np.float64]:
     """P(class 1) from ``(n, 2)`` logits, in float64 with the max subtracted (no overflow)."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
-    return exp[:, 1] / exp.sum(axis=1)
+    p_ai: NDArray[np.float64] = exp[:, 1] / exp.sum(axis=1)
+    return p_ai
 
 
 def _as_texts(texts: object) -> tuple[list[str], bool]:
@@ -231,13 +232,14 @@ class Detector:
     def predict(self, texts: str) -> Prediction: ...
 
     @overload
-    def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
+    def predict(self, texts: list[str] | tuple[str, ...]) -> list[Prediction]: ...
 
-    def predict(self, texts: str | Sequence[str]) -> Prediction | list[Prediction]:
+    def predict(self, texts: str | list[str] | tuple[str, ...]) -> Prediction | list[Prediction]:
         """Classify one text or many.
 
         Args:
-            texts: A string, or a sequence of strings (an empty sequence gives an empty list).
+            texts: A string, or a list or tuple (any iterable works) of strings; an empty one gives an
+                empty list.
 
         Returns:
             A :class:`Prediction` for a string; a list of them, in input order, for a sequence.
@@ -261,11 +263,11 @@ class Detector:
         ]
         return predictions[0] if single else predictions
 
-    def predict_proba(self, texts: str | Sequence[str]) -> NDArray[np.float32]:
+    def predict_proba(self, texts: str | Iterable[str]) -> NDArray[np.float32]:
         """P(AI) of each text.
 
         Args:
-            texts: A string or a sequence of strings.
+            texts: A string or an iterable of strings.
 
         Returns:
             float32 array of shape ``(n,)`` in input order (``(1,)`` for a single string, ``(0,)`` for none).

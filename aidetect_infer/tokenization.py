@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 # huge Encoding (offsets, token strings) in memory. For BERT-style normalizers and pre-tokenizers, which split
 # at whitespace anyway, the ids are identical.
 PIECE_CHARS = 100_000
-_PIECES_PER_CALL = 64
+_EMPTY: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 _WHITESPACE = re.compile(r"\s")
 _PROBE = "probe text"
 _FALLBACK_SPECIALS = (("[CLS]", "[SEP]"), ("<s>", "</s>"))
@@ -59,10 +59,10 @@ def split_pieces(text: str, piece_chars: int = PIECE_CHARS) -> list[str]:
         for match in _WHITESPACE.finditer(text, start + 1, limit):
             cut = match.start()
         if cut < 0:
-            match = _WHITESPACE.search(text, limit)
-            if match is None:
+            after = _WHITESPACE.search(text, limit)
+            if after is None:
                 break
-            cut = match.start()
+            cut = after.start()
         pieces.append(text[start:cut])
         start = cut
     pieces.append(text[start:])
@@ -160,31 +160,31 @@ class TextEncoder:
         for token in _PAD_TOKENS:
             token_id = self._tokenizer.token_to_id(token)
             if token_id is not None:
-                return token_id
+                return int(token_id)
         return 0  # masked out by attention_mask, so any valid id will do
 
     def encode(self, texts: Sequence[str]) -> list[NDArray[np.int64]]:
         """Content-token ids (no special tokens, no truncation) of each text, in order.
 
-        Lone surrogates are replaced with U+FFFD first; texts over :data:`PIECE_CHARS` characters are
-        encoded in whitespace-cut pieces.
+        Lone surrogates are replaced with U+FFFD first. Texts up to :data:`PIECE_CHARS` characters are
+        encoded together with ``encode_batch``; longer ones piece by piece (cut at whitespace), so that
+        only one piece's ``Encoding`` is alive at a time.
         """
-        pieces: list[str] = []
-        owners: list[int] = []
-        for index, text in enumerate(texts):
-            for piece in split_pieces(clean_text(text)):
-                pieces.append(piece)
-                owners.append(index)
-        parts: list[list[NDArray[np.int64]]] = [[] for _ in texts]
-        if len(pieces) == len(texts):
-            call = len(pieces) or 1
-        else:
-            call = _PIECES_PER_CALL
-        for begin in range(0, len(pieces), call):
-            encodings = self._tokenizer.encode_batch(pieces[begin : begin + call], add_special_tokens=False)
-            for owner, encoding in zip(owners[begin : begin + call], encodings, strict=True):
-                parts[owner].append(np.asarray(encoding.ids, dtype=np.int64))
-        return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
+        cleaned = [clean_text(text) for text in texts]
+        out: list[NDArray[np.int64]] = [_EMPTY] * len(cleaned)
+        short = [i for i, text in enumerate(cleaned) if len(text) <= PIECE_CHARS]
+        if short:
+            encodings = self._tokenizer.encode_batch([cleaned[i] for i in short], add_special_tokens=False)
+            for i, encoding in zip(short, encodings, strict=True):
+                out[i] = np.asarray(encoding.ids, dtype=np.int64)
+        for i, text in enumerate(cleaned):
+            if len(text) > PIECE_CHARS:
+                parts = [self._encode_one(piece) for piece in split_pieces(text)]
+                out[i] = np.concatenate(parts)
+        return out
+
+    def _encode_one(self, text: str) -> NDArray[np.int64]:
+        return np.asarray(self._tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
     def spans(self, n_tokens: int, *, truncation: bool = False) -> list[tuple[int, int]]:
         """The windows of a text of ``n_tokens`` content tokens (see :func:`window_spans`)."""

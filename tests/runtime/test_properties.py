@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from aidetect_infer import Detector
 
 # Pieces the default text strategy rarely produces: emoji, control characters, lone surrogates, zero-width
 # and combining characters, CJK, right-to-left text, long runs of one character, whitespace of every kind.
@@ -97,3 +100,18 @@ def test_empty_batch_gives_empty_results(detector):
     assert detector.predict([]) == []
     proba = detector.predict_proba([])
     assert proba.shape == (0,) and proba.dtype == np.float32
+
+
+@pytest.mark.slow
+def test_a_ten_megabyte_text_is_scored_in_bounded_memory(tiny_bundle, sample_texts):
+    import psutil
+
+    detector = Detector.from_pretrained(tiny_bundle, provider="cpu", threads=1, batch_size=64)
+    text = ("\n".join(sample_texts) * 60)[:10_000_000]
+    process = psutil.Process()
+    before = process.memory_info().rss
+    prediction = detector.predict(text)
+    grown_mb = (process.memory_info().rss - before) / 2**20
+    assert 0.0 <= prediction.score <= 1.0 and prediction.windows > 10_000
+    # 10 MB of text is ~3.5M tokens: ids (28 MB) plus one window batch at a time, not an Encoding of it all.
+    assert grown_mb < 250, f"memory grew by {grown_mb:.0f} MiB"
