@@ -131,8 +131,9 @@ def _check_target(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out}: exists and is not empty; pass overwrite=True to replace it")
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``, replacing an existing ``out`` only after the new one is in place."""
+def replace_dir(staging: Path, out: Path) -> None:
+    """Rename directory ``staging`` to ``out``; an existing ``out`` is moved aside first and restored if the
+    rename fails, then deleted. ``staging`` must be on the same filesystem (a sibling of ``out``)."""
     backup: Path | None = None
     if out.exists():
         backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -203,7 +204,7 @@ def write_bundle(
         if verify:
             _verify(staging)
         _check_target(out, overwrite)
-        _move_into_place(staging, out)
+        replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
