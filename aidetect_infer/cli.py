@@ -207,10 +207,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = DEFAULT_COMMAND
     if args and args[0] in COMMANDS:
         name, args = args[0], args[1:]
+    handler: logging.Handler | None = None
+    library_logger = logging.getLogger("aidetect_infer")
     try:
         namespace = build_parser(name).parse_args(args)
         if getattr(namespace, "verbose", False):
-            logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            library_logger.addHandler(handler)
+            library_logger.setLevel(logging.INFO)
         return COMMANDS[name].run(namespace)
     except AidetectError as exc:
         print(f"aidetect: error: {_one_line(str(exc))}", file=sys.stderr)
@@ -223,3 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    finally:
+        if handler is not None:
+            library_logger.removeHandler(handler)
+            library_logger.setLevel(logging.NOTSET)

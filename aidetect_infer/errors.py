@@ -13,7 +13,7 @@ REBUILD_HINT = (
 )
 GET_MODEL_HINT = (
     "build one with `python -m export.pipeline --out models/default` (see the README), "
-    "or set AIDETECT_MODEL=<bundle dir>, or pass a bundle path to Detector.from_pretrained(...)"
+    "or set AIDETECT_MODEL=<bundle dir>, or pass a bundle path (Detector.from_pretrained(path), CLI --model PATH)"
 )
 
 

@@ -195,3 +195,19 @@ def test_help_lists_commands_and_exit_codes(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "--file" in out and "predict" in out and "Exit codes" in out
+
+
+def test_max_length_variant_and_verbose(tiny_bundle, tmp_path, capsys, sample_texts):
+    from aidetect_infer import Detector
+
+    parent = tmp_path / "variants"
+    shutil.copytree(tiny_bundle, parent / "fp32")
+    text = sample_texts[3]
+    args = [text, "--model", str(parent), "--variant", "fp32", "--max-length", "32", "--json", "-v"]
+    assert cli.main([*args, "--provider", "cpu"]) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    expected = Detector.from_pretrained(tiny_bundle, provider="cpu", max_length=32).predict(text)
+    assert record["windows"] == expected.windows > 1
+    assert record["score"] == pytest.approx(expected.score, abs=1e-6)
+    assert "CPUExecutionProvider" in captured.err
