@@ -6,7 +6,7 @@
 
 Held-out sets per data file (``--split auto``, the default):
 - a file with OUTFOX ``test`` records: that half, as ``<file>/test`` (un-attacked texts) and
-  ``<file>/test-attacked`` (every attack, with each attack also reported by generator);
+  ``<file>/test-attacked`` (the attacked AI texts with the same half's human texts; by attack inside it);
 - any other file: its validation groups (the same group split as ``export.train``), as ``<file>/val``.
 Metrics (ROC AUC, accuracy, F1, TPR at 1% and 5% FPR) are reported for each set, and by domain, generator
 and attack inside each set.
@@ -69,7 +69,8 @@ def held_out_sets(
             sets[f"{stem}/test"] = filter_records(held, attacks=["none"])
             attacked = [r for r in held if r.attack != "none"]
             if attacked:
-                sets[f"{stem}/test-attacked"] = attacked
+                # attacks apply to AI texts only: pair them with the same half's human texts, so AUC is defined
+                sets[f"{stem}/test-attacked"] = [r for r in held if r.label == 0] + attacked
         if split == "val" or (split == "auto" and not held):
             _, val = split_by_group(filter_records(records, held_out=False), val_fraction, salt)
             sets[f"{stem}/val"] = val

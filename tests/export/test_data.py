@@ -117,3 +117,16 @@ def test_shared_data_split_has_no_leak() -> None:
     assert not {r.group for r in train} & {r.group for r in val}
     assert not any(r.held_out for r in train + val)
     assert 0.08 < len(val) / (len(train) + len(val)) < 0.12
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared data not present")
+def test_held_out_sets_of_shared_data() -> None:
+    from export.evaluate import held_out_sets
+
+    sets = held_out_sets([SHARED / "detectgpt_family.jsonl.gz", SHARED / "outfox_essays.jsonl.gz"])
+    assert set(sets) == {"detectgpt_family/val", "outfox_essays/test", "outfox_essays/test-attacked"}
+    assert all(r.held_out and r.attack == "none" for r in sets["outfox_essays/test"])
+    attacked = sets["outfox_essays/test-attacked"]
+    assert {r.label for r in attacked} == {0, 1} and all(r.attack != "none" for r in attacked if r.label == 1)
+    _, val = load_training_data([SHARED / "detectgpt_family.jsonl.gz"])
+    assert {r.text for r in sets["detectgpt_family/val"]} == {r.text for r in val}
