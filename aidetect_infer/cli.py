@@ -232,3 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler is not None:
             library_logger.removeHandler(handler)
             library_logger.setLevel(logging.NOTSET)
+
+
+# Commands defined in their own modules register themselves when imported (FastAPI etc. load only on use).
+import aidetect_infer.serve.command  # noqa: E402, F401

@@ -1,0 +1,142 @@
+"""``python -m aidetect_infer serve``: the HTTP service on uvicorn.
+
+Importing this module registers the command and costs nothing: FastAPI and uvicorn are imported only when
+the command runs. The model is loaded before the port is opened, so a bad bundle fails at once with the
+command line's exit code; the listening address goes to stderr as ``serving NAME on http://HOST:PORT``
+(``--port 0`` picks a free port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+
+from aidetect_infer.cli import EXIT_OK, Command, UsageError, add_model_arguments, load_detector, register
+from aidetect_infer.errors import InvalidValueError
+from aidetect_infer.serve.config import (
+    DEFAULT_MAX_BATCH_TEXTS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUEUE_TEXTS,
+    DEFAULT_MAX_TEXTS_PER_REQUEST,
+    DEFAULT_MAX_WAIT_MS,
+    ServeConfig,
+)
+from aidetect_infer.serve.errors import SERVE_EXTRA_HINT, MissingExtraError
+
+logger = logging.getLogger(__name__)
+
+EXIT_SERVER_FAILED = 1
+DEFAULT_GRACEFUL_TIMEOUT_S = 30
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    net = parser.add_argument_group("server")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    net.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default 8000)")
+    net.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=DEFAULT_GRACEFUL_TIMEOUT_S,
+        metavar="S",
+        help="on SIGTERM/SIGINT, seconds to let in-flight requests finish (default 30)",
+    )
+    net.add_argument("--access-log", action="store_true", help="log every request")
+    batch = parser.add_argument_group("batching and limits")
+    options: list[tuple[str, type, object, str, str]] = [
+        ("--max-batch-texts", int, DEFAULT_MAX_BATCH_TEXTS, "N", "most texts scored together"),
+        ("--max-wait-ms", float, DEFAULT_MAX_WAIT_MS, "MS", "how long a batch may wait to fill"),
+        ("--workers", int, 1, "N", "inference threads, one batch each"),
+        ("--max-queue", int, DEFAULT_MAX_QUEUE_TEXTS, "N", "most texts waiting; beyond it 503"),
+        ("--max-texts-per-request", int, DEFAULT_MAX_TEXTS_PER_REQUEST, "N", "beyond it 413"),
+        ("--max-body-bytes", int, DEFAULT_MAX_BODY_BYTES, "N", "largest request body; beyond it 413"),
+    ]
+    for flag, kind, default, metavar, text in options:
+        batch.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})")
+    batch.add_argument("--no-batching", action="store_true", help="score each request on its own (for comparison)")
+    add_model_arguments(parser)
+    # One model call per batch: windows per ONNX Runtime call follow --max-batch-texts unless given.
+    parser.set_defaults(batch_size=None)
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    """The :class:`ServeConfig` the command-line options describe.
+
+    Raises:
+        UsageError: An option out of range.
+    """
+    try:
+        return ServeConfig(
+            max_batch_texts=args.max_batch_texts,
+            max_wait_ms=args.max_wait_ms,
+            max_queue_texts=args.max_queue,
+            max_texts_per_request=args.max_texts_per_request,
+            max_body_bytes=args.max_body_bytes,
+            workers=args.workers,
+            batching=not args.no_batching,
+        )
+    except InvalidValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv6 when ``host`` is an IPv6 address).
+
+    Raises:
+        UsageError: The port is out of range, or the address cannot be bound (in use, not local).
+    """
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be in [0, 65535], got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from aidetect_infer.serve.app import create_app
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"the serve command needs {exc.name or 'FastAPI and uvicorn'}: {SERVE_EXTRA_HINT}"
+        ) from exc
+    if args.graceful_timeout < 0:
+        raise UsageError(f"--graceful-timeout must be >= 0, got {args.graceful_timeout}")
+    config = config_from_args(args)
+    if args.batch_size is None:
+        args.batch_size = config.max_batch_texts
+    detector = load_detector(args)
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {detector.metadata.name} on http://{shown}:{port}", file=sys.stderr, flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(detector, config),
+            log_level="info" if args.verbose else "warning",
+            access_log=args.access_log,
+            timeout_graceful_shutdown=args.graceful_timeout,
+            lifespan="on",
+        )
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return EXIT_OK if server.started else EXIT_SERVER_FAILED
+
+
+SERVE = register(
+    Command(
+        "serve", "serve the detector over HTTP with dynamic batching (needs the [serve] extra)", _add_arguments, _run
+    )
+)
