@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
+from aidetect_infer import scoring
 from aidetect_infer.errors import (
     AidetectError,
     BundleError,
@@ -163,6 +164,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 register(Command(DEFAULT_COMMAND, "score texts and print label and P(AI)", _predict_arguments, _run_predict))
+register(Command("score", scoring.HELP, scoring.add_arguments, scoring.run))
 
 
 def exit_code(exc: BaseException) -> int:
