@@ -1,9 +1,9 @@
 """``python -m aidetect_infer serve``: the HTTP service on uvicorn.
 
 Importing this module registers the command and costs nothing: FastAPI and uvicorn are imported only when
-the command runs. The model is loaded before the port is opened, so a bad bundle fails at once with the
-command line's exit code; the listening address goes to stderr as ``serving NAME on http://HOST:PORT``
-(``--port 0`` picks a free port).
+the command runs. The port is bound and the model loaded before the server starts, so a taken port or a bad
+bundle fails at once with the command line's exit code; then the address goes to stderr as
+``serving NAME on http://HOST:PORT`` (``--port 0`` picks a free port).
 """
 
 from __future__ import annotations
@@ -101,6 +101,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.graceful_timeout < 0:
+        raise UsageError(f"--graceful-timeout must be >= 0, got {args.graceful_timeout}")
+    config = config_from_args(args)
     try:
         import uvicorn
 
@@ -109,13 +112,14 @@ def _run(args: argparse.Namespace) -> int:
         raise MissingExtraError(
             f"the serve command needs {exc.name or 'FastAPI and uvicorn'}: {SERVE_EXTRA_HINT}"
         ) from exc
-    if args.graceful_timeout < 0:
-        raise UsageError(f"--graceful-timeout must be >= 0, got {args.graceful_timeout}")
-    config = config_from_args(args)
     if args.batch_size is None:
         args.batch_size = config.max_batch_texts
-    detector = load_detector(args)
-    sock = bind(args.host, args.port)
+    sock = bind(args.host, args.port)  # before the model loads: a taken port fails at once
+    try:
+        detector = load_detector(args)
+    except BaseException:
+        sock.close()
+        raise
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {detector.metadata.name} on http://{shown}:{port}", file=sys.stderr, flush=True)
