@@ -148,7 +148,7 @@ def check_paths(
     if str(input_path) == "-":
         raise InvalidValueError("score reads a file, not stdin: it must read it again to resume")
     source = Path(input_path)
-    if not source.is_file():
+    if not source.exists() or source.is_dir():
         raise InvalidValueError(f"{source}: cannot read input file (no such file)")
     if len({source.resolve(), output.resolve(), errors.resolve()}) < 3:
         raise InvalidValueError(f"input {source}, output {output} and errors {errors} must be three different files")
