@@ -1,0 +1,172 @@
+"""``python -m export.to_onnx``: a trained checkpoint to verified model bundles, one per variant.
+
+Writes ``--out/fp32/``, ``--out/int8/``, ``--out/fp16/`` (the variants asked for), each a bundle that
+``aidetect_infer.Detector`` loads; ``Detector.from_pretrained(out)`` picks a variant (docs/bundle-format.md).
+What happens and in which order is described in :mod:`export.onnx_build`. Every stage checks its result:
+parity against PyTorch before anything else, again after graph optimization, and the accuracy gate of each
+reduced-precision variant against fp32 on the ``--eval`` sets. Any failure exits non-zero, prints why, and
+leaves ``--out`` untouched.
+
+Example::
+
+    python -m export.to_onnx --checkpoint runs/minilm --out models/minilm --variant fp32 int8 fp16 \\
+        --eval ../shared/data/detectgpt_family.jsonl.gz@validation ../shared/data/outfox_essays.jsonl.gz@test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.data import DataError
+from export.gates import GateConfig, GateFailedError
+from export.onnx_build import VARIANTS, BuildConfig, VariantReport, build_bundles
+from export.onnx_export import EXPORTERS, ExportConfig, ExportError, ParityError
+from export.optimize import LEVELS, OptimizeConfig
+from export.quantize import QuantizeConfig
+
+logger = logging.getLogger(__name__)
+
+INT8_PRESETS = {
+    "avx512_vnni": QuantizeConfig.avx512_vnni,
+    "avx2": QuantizeConfig.avx2,
+    "static_qdq": QuantizeConfig.static_qdq,
+}
+EXIT_FAILED_CHECK = 1  # parity or accuracy gate not met
+EXIT_BAD_INPUT = 2  # checkpoint, data, output directory or options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m export.to_onnx``."""
+    p = argparse.ArgumentParser(
+        prog="python -m export.to_onnx",
+        description="Export a checkpoint to verified ONNX model bundles (fp32, int8, fp16).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory (export.train output)")
+    p.add_argument("--out", required=True, type=Path, help="parent directory of the variant bundles")
+    p.add_argument("--variant", nargs="+", choices=VARIANTS, default=["fp32", "int8"], help="variants to write")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 18 for dynamo)")
+    p.add_argument("--exporter", choices=EXPORTERS, default="torchscript")
+    p.add_argument("--optimize", choices=LEVELS, default="O2", help="graph optimization level")
+    p.add_argument("--int8", choices=sorted(INT8_PRESETS), default="avx512_vnni", help="int8 quantization preset")
+    p.add_argument("--calibration", type=Path, help="training data for static int8 calibration")
+    p.add_argument("--eval", nargs="+", default=[], metavar="SPEC", help="held-out sets, [NAME=]PATH[@SUBSET]")
+    p.add_argument("--eval-limit", type=int, default=None, help="at most this many texts per evaluation set")
+    p.add_argument("--max-length", type=int, default=None, help="window length (default: training's, or 256)")
+    p.add_argument("--window-stride", type=int, default=None, help="tokens between windows (default 3/4 window)")
+    p.add_argument("--threshold", type=float, default=None, help="used when training.json has no threshold")
+    p.add_argument("--gate-auc-drop", type=float, default=0.005, help="largest ROC AUC drop against fp32")
+    p.add_argument("--gate-agreement", type=float, default=0.99, help="smallest decision agreement with fp32")
+    p.add_argument("--gate-prob-diff", type=float, default=None, help="largest P(AI) difference (default: report)")
+    p.add_argument("--name", default=None, help="bundle name prefix (default: the checkpoint directory name)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--threads", type=int, default=2, help="threads for scoring and throughput")
+    p.add_argument("--bench-texts", type=int, default=64, help="texts in the throughput sample (0: skip)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _training_max_length(checkpoint: Path) -> int | None:
+    try:
+        value = json.loads((checkpoint / "training.json").read_text(encoding="utf-8"))["config"]["max_length"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
+    """Turn parsed arguments into a validated :class:`BuildConfig`.
+
+    Raises:
+        ValueError: An option out of range.
+    """
+    max_length = args.max_length or _training_max_length(args.checkpoint) or 256
+    opset = args.opset or (18 if args.exporter == "dynamo" else 17)
+    return BuildConfig(
+        checkpoint=args.checkpoint,
+        out=args.out,
+        variants=tuple(dict.fromkeys(args.variant)),
+        export=ExportConfig(opset=opset, exporter=args.exporter, max_length=max_length),
+        optimize=OptimizeConfig(level=args.optimize),
+        quantize=INT8_PRESETS[args.int8](),
+        gate=GateConfig(args.gate_auc_drop, args.gate_agreement, args.gate_prob_diff),
+        eval_specs=tuple(args.eval),
+        eval_limit=args.eval_limit,
+        calibration=args.calibration,
+        threshold=args.threshold,
+        window_stride=args.window_stride,
+        name=args.name,
+        overwrite=args.overwrite,
+        threads=args.threads,
+        bench_texts=args.bench_texts,
+    )
+
+
+def summary_table(reports: Sequence[VariantReport]) -> str:
+    """The end-of-run table: size, parity, ROC AUC per set, agreement with fp32, throughput."""
+    sets = list(dict.fromkeys(name for r in reports for name in r.metrics))
+    header = ["variant", "MB", "parity", *(f"AUC {s}" for s in sets), "agreement", "texts/s"]
+    rows = []
+    for r in reports:
+        agreement = [m["agreement"] for m in r.gates.get("sets", {}).values()]
+        rows.append([
+            r.variant,
+            "" if math.isnan(r.megabytes) else f"{r.megabytes:.1f}",
+            f"{r.parity:.2g}" if r.variant != "pytorch" else "",
+            *(f"{r.metrics[s]['roc_auc']:.4f}" if s in r.metrics else "" for s in sets),
+            f"{min(agreement):.4f}" if agreement else "",
+            f"{r.texts_per_s:.1f}" if r.texts_per_s is not None else "",
+        ])  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in [header, *rows])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status (0 written, 1 a check failed, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from tqdm.auto import tqdm
+
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    bar = tqdm(total=0, unit="text", dynamic_ncols=True, file=sys.stderr, disable=None)
+
+    class Progress:
+        def stage(self, text: str) -> None:
+            bar.set_description_str(text)
+            bar.refresh()
+
+        def planned(self, texts: int) -> None:
+            bar.total = texts
+            bar.refresh()
+
+        def scored(self, texts: int) -> None:
+            bar.update(texts)
+
+    try:
+        reports = build_bundles(cfg, progress=Progress())
+    except (GateFailedError, ParityError) as exc:
+        bar.close()
+        print(f"error: {exc}\nnothing was written to {cfg.out}", file=sys.stderr)
+        return EXIT_FAILED_CHECK
+    except (ExportError, DataError, ValueError, OSError) as exc:
+        bar.close()
+        print(f"error: {exc}\nnothing was written to {cfg.out}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    bar.close()
+    print(summary_table(reports))
+    print(f"wrote {', '.join(str(r.path) for r in reports if r.variant in VARIANTS)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

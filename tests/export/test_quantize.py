@@ -1,0 +1,193 @@
+"""The graph stages one by one (optimize, int8, fp16) and the accuracy gate, on the tiny checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from export.gates import GateConfig, GateFailedError, apply_gate, compare_scores
+from export.metrics import roc_auc
+from export.onnx_export import ExportConfig, ExportError, export_onnx, load_checkpoint, parity_set
+from export.optimize import OptimizeConfig, optimize
+from export.quantize import QuantizeConfig, convert_fp16, quantize
+
+MAX_LENGTH = 64
+
+
+@pytest.fixture(scope="module")
+def stage_inputs(tiny_checkpoint: Path, sample_texts: list[str], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny DistilBERT's parity set and its exported fp32 graph."""
+    ckpt = load_checkpoint(tiny_checkpoint)
+    parity = parity_set(ckpt, sample_texts, MAX_LENGTH)
+    raw = export_onnx(
+        ckpt, tmp_path_factory.mktemp("stages") / "raw.onnx", ExportConfig(max_length=MAX_LENGTH), parity=parity
+    )
+    return ckpt, parity, raw
+
+
+def ops(path: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def probabilities(parity: Any, path: Path) -> np.ndarray:
+    """P(AI) of the graph on the parity feeds, via onnxruntime directly."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    logits = np.concatenate(
+        [session.run(["logits"], {k: v for k, v in f.items() if k in names})[0] for f in parity.feeds]
+    )
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True))[:, 1]
+
+
+def test_optimize_fuses_attention_and_keeps_parity(stage_inputs: Any, tmp_path: Path) -> None:
+    ckpt, parity, raw = stage_inputs
+    recipe: list[dict[str, Any]] = []
+    out = optimize(
+        raw, tmp_path / "o2.onnx", OptimizeConfig("O2"), architecture=ckpt.architecture(), parity=parity, recipe=recipe
+    )
+    assert recipe[0]["fusions"]["Attention"] == ops(out).count("Attention") == 2
+    assert recipe[0]["fusions"]["SkipLayerNormalization"] == ops(out).count("SkipLayerNormalization")
+    assert recipe[0]["parity_max_abs_logit_diff"] < 1e-4
+    assert parity.max_abs_diff(out) == pytest.approx(recipe[0]["parity_max_abs_logit_diff"])
+    same = optimize(raw, tmp_path / "o0.onnx", OptimizeConfig("O0"), architecture=ckpt.architecture(), parity=parity)
+    assert ops(same) == ops(raw)
+
+
+def test_optimize_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="O0"):
+        OptimizeConfig("O5")
+    with pytest.raises(ValueError, match="atol"):
+        OptimizeConfig("O2", atol=0.0)
+    assert OptimizeConfig("O3").tolerance > OptimizeConfig("O2").tolerance
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        OptimizeConfig().level = "O1"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_dynamic_int8_quantizes_matmuls(stage_inputs: Any, tmp_path: Path, fused: bool) -> None:
+    ckpt, parity, raw = stage_inputs
+    src = raw
+    if fused:
+        src = optimize(raw, tmp_path / "o2.onnx", OptimizeConfig("O2"), architecture=ckpt.architecture(), parity=parity)
+    recipe: list[dict[str, Any]] = []
+    out = quantize(src, tmp_path / "int8.onnx", QuantizeConfig.avx512_vnni(), parity=parity, recipe=recipe)
+    found = set(ops(out))
+    assert found & {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}
+    assert "MatMul" not in found or ops(out).count("MatMul") < ops(src).count("MatMul")
+    assert recipe[0]["mode"] == "dynamic" and recipe[0]["parity_max_abs_logit_diff"] > 0
+    assert np.abs(probabilities(parity, out) - probabilities(parity, src)).max() < 0.05
+
+
+def test_static_qdq_needs_and_uses_calibration(stage_inputs: Any, tmp_path: Path) -> None:
+    ckpt, parity, raw = stage_inputs
+    cfg = QuantizeConfig.static_qdq(size=4)
+    with pytest.raises(ExportError, match="calibration"):
+        quantize(raw, tmp_path / "q.onnx", cfg)
+    assert not (tmp_path / "q.onnx").exists()
+    calibration = [{k: v[i : i + 1] for k, v in parity.feeds[0].items()} for i in range(4)]
+    recipe: list[dict[str, Any]] = []
+    out = quantize(raw, tmp_path / "q.onnx", cfg, calibration=calibration, parity=parity, recipe=recipe)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(ops(out))
+    assert recipe[0]["calibration_windows"] == 4 and recipe[0]["format"] == "QDQ"
+    assert np.abs(probabilities(parity, out) - probabilities(parity, raw)).max() < 0.1
+
+
+def test_fp16_keeps_the_contract(stage_inputs: Any, tmp_path: Path) -> None:
+    ckpt, parity, raw = stage_inputs
+    fused = optimize(raw, tmp_path / "o2.onnx", OptimizeConfig("O2"), architecture=ckpt.architecture(), parity=parity)
+    out = convert_fp16(fused, tmp_path / "fp16.onnx", parity=parity)
+    graph = onnx.load(str(out)).graph
+    assert [i.type.tensor_type.elem_type for i in graph.input] == [onnx.TensorProto.INT64] * 2
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    assert np.abs(probabilities(parity, out) - probabilities(parity, fused)).max() < 1e-2
+
+
+def test_quantize_config_presets_and_validation() -> None:
+    vnni = QuantizeConfig.avx512_vnni()
+    assert (vnni.mode, vnni.weight_type, vnni.per_channel, vnni.reduce_range) == ("dynamic", "QInt8", True, False)
+    assert QuantizeConfig.avx2().reduce_range
+    static = QuantizeConfig.static_qdq("entropy", 32)
+    assert static.to_dict()["calibration_method"] == "entropy" and static.calibration_size == 32
+    for bad in (
+        {"mode": "fancy"},
+        {"weight_type": "int4"},
+        {"activation_type": "QInt16"},
+        {"calibration_method": "mse"},
+        {"calibration_size": 0},
+        {"op_types": ()},
+    ):
+        with pytest.raises(ValueError):
+            QuantizeConfig(**bad)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        vnni.mode = "static"  # type: ignore[misc]
+
+
+def test_export_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="opset >= 18"):
+        ExportConfig(exporter="dynamo", opset=17)
+    with pytest.raises(ValueError, match="exporter"):
+        ExportConfig(exporter="jit")
+    with pytest.raises(ValueError, match="max_length"):
+        ExportConfig(max_length=4)
+
+
+def test_compare_scores_by_hand() -> None:
+    labels = [0, 0, 1, 1]
+    ref = [0.1, 0.4, 0.6, 0.9]
+    cand = [0.1, 0.7, 0.6, 0.9]  # one decision flips, one pair is now misordered
+    m = compare_scores(labels, ref, cand, threshold=0.5)
+    assert m["auc_reference"] == 1.0 and m["auc_candidate"] == 0.75 and m["auc_drop"] == 0.25
+    assert m["agreement"] == 0.75 and m["max_prob_diff"] == pytest.approx(0.3) and m["n"] == 4
+    with pytest.raises(ValueError):
+        compare_scores([0, 1], [0.1, 0.2], [0.3], 0.5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.floats(0, 1), st.floats(-0.2, 0.2)), min_size=2, max_size=60),
+    st.floats(0.05, 0.95),
+)
+def test_gate_figures_match_their_definitions(rows: list[tuple[int, float, float]], threshold: float) -> None:
+    labels = np.array([r[0] for r in rows])
+    ref = np.array([r[1] for r in rows])
+    cand = np.clip(ref + np.array([r[2] for r in rows]), 0, 1)
+    m = compare_scores(labels, ref, cand, threshold)
+    flips = sum((a >= threshold) != (b >= threshold) for a, b in zip(ref, cand, strict=True))
+    assert m["agreement"] == pytest.approx(1 - flips / len(rows))
+    assert m["max_prob_diff"] == pytest.approx(np.abs(ref - cand).max())
+    if 0 < labels.sum() < len(labels):
+        assert m["auc_drop"] == pytest.approx(roc_auc(labels, ref) - roc_auc(labels, cand))
+    same = compare_scores(labels, ref, ref, threshold)
+    assert same["agreement"] == 1.0 and same["max_prob_diff"] == 0.0
+    assert np.isnan(same["auc_drop"]) or same["auc_drop"] == 0.0
+
+
+def test_apply_gate_limits() -> None:
+    ok = {"set": {"n": 10, "auc_reference": 0.9, "auc_candidate": 0.899, "auc_drop": 0.001, "agreement": 1.0,
+                  "max_prob_diff": 0.01}}  # fmt: skip
+    record = apply_gate("int8", ok, GateConfig())
+    assert record["passed"] and record["sets"]["set"]["auc_drop"] == 0.001
+    with pytest.raises(GateFailedError, match="agreement 1.0000 < 1.01"):
+        apply_gate("int8", ok, GateConfig(min_agreement=1.01))
+    with pytest.raises(GateFailedError, match="ROC AUC drop 0.0010 > -1"):
+        apply_gate("int8", ok, GateConfig(max_auc_drop=-1))
+    with pytest.raises(GateFailedError, match="probability difference"):
+        apply_gate("int8", ok, GateConfig(max_prob_diff=0.001))
+    with pytest.raises(GateFailedError, match="no evaluation data"):
+        apply_gate("int8", {}, GateConfig())
+    one_class = {"set": {**ok["set"], "auc_drop": float("nan")}}
+    assert apply_gate("fp16", one_class, GateConfig())["passed"]
+    for bad in ({"max_auc_drop": float("nan")}, {"min_agreement": "high"}, {"max_prob_diff": -0.1}):
+        with pytest.raises(ValueError):
+            GateConfig(**bad)
