@@ -6,6 +6,9 @@ import gzip
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -18,6 +21,8 @@ from hypothesis import strategies as st
 from aidetect_infer import Prediction, cli, scoring
 from aidetect_infer.errors import BundleError, InvalidValueError
 from aidetect_infer.scoring import default_errors_path, score_file, truncate_after
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _jsonl(rows: list[object]) -> str:
@@ -272,3 +277,63 @@ def test_cli_score_with_progress_and_summary(tmp_path, tiny_bundle, detector, mo
     assert cli.main([*args, "--chunk", "0", "--overwrite"]) == 4
     assert cli.main([*args, "--resume", "--overwrite"]) == 4  # mutually exclusive
     assert capsys.readouterr().out == ""
+
+
+@pytest.fixture(scope="module")
+def kill_run(tmp_path_factory, tiny_bundle, sample_texts) -> tuple[Path, list[str], Path]:
+    """A few thousand short lines (some blank, some broken), the command that scores them, an uninterrupted run."""
+    tmp = tmp_path_factory.mktemp("kill")
+    words = " ".join(sample_texts).split()
+    rows: list[object] = []
+    for i in range(3000):
+        if i % 97 == 50:
+            rows.append("")
+        elif i % 211 == 100:
+            rows.append(f'{{"id": {i}, "text": ')
+        else:
+            rows.append({"id": f"doc-{i}", "text": " ".join(words[(7 * i) % 5000 : (7 * i) % 5000 + 3 + i % 20])})
+    source = tmp / "in.jsonl"
+    source.write_text(_jsonl(rows))
+    command = [sys.executable, "-m", "aidetect_infer", "score", str(source), "--model", str(tiny_bundle)]
+    command += ["--provider", "cpu", "--threads", "1", "--batch-size", "8", "--chunk", "32"]
+    full = subprocess.run([*command, "--out", str(tmp / "full.jsonl")], cwd=REPO, capture_output=True, timeout=600)
+    assert full.returncode == 0, full.stderr
+    return source, command, tmp / "full.jsonl"
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_killed_run_resumes_to_the_uninterrupted_output(kill_run, tmp_path, how, record_property):
+    source, command, full = kill_run
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        [*command, "--out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if out.exists() and out.read_bytes().count(b"\n") >= 300:
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(how)
+    code = process.wait(timeout=60)
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    assert code == (-signal.SIGKILL if how == signal.SIGKILL else cli.EXIT_INTERRUPTED), stderr
+    left = out.read_bytes()
+    complete = left.count(b"\n")
+    resumed = subprocess.run([*command, "--out", str(out), "--resume"], cwd=REPO, capture_output=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = _records(full), _records(out)
+    numbers = [r["line"] for r in got]
+    assert numbers == sorted(set(numbers)), "a line is duplicated or out of order"
+    assert len(got) == len(expected) and 3 < complete < len(expected)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert {k: v for k, v in mine.items() if k != "score"} == {k: v for k, v in theirs.items() if k != "score"}
+        assert mine["score"] == pytest.approx(theirs["score"], abs=2e-6)
+    assert (tmp_path / "out.errors.jsonl").read_bytes() == full.with_name("full.errors.jsonl").read_bytes()
+    figures = {
+        "results": len(expected),
+        "complete_before": complete,
+        "partial_bytes": len(left) - left.rfind(b"\n") - 1,
+    }
+    record_property("resume", figures)
+    print(f"\n{how.name}: {figures}; {resumed.stderr.decode().strip()}")
