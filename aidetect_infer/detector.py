@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 
 from aidetect_infer.bundle import MIN_MAX_LENGTH, BundleMetadata, load_bundle
 from aidetect_infer.errors import GET_MODEL_HINT, InvalidInputError, InvalidValueError, ModelFilesMissingError
+from aidetect_infer.gpu import GpuOptions
 from aidetect_infer.session import (
     GPU_PROVIDERS,
     create_session,
@@ -124,6 +125,7 @@ class Detector:
         batch_size: Windows per ONNX Runtime call.
         truncation: Score only the first window of long texts.
         max_length: Tokens per window, at most the bundle's ``max_length``; ``None`` uses the bundle's.
+        io_binding: Run batches through IOBinding; ``None`` does so exactly when the session runs on a GPU.
 
     Raises:
         InvalidInputError: Only some of ``session``/``tokenizer``/``metadata`` were given, or of a wrong type.
@@ -141,6 +143,7 @@ class Detector:
         batch_size: int = 16,
         truncation: bool = False,
         max_length: int | None = None,
+        io_binding: bool | None = None,
     ) -> None:
         if session is None and tokenizer is None and metadata is None:
             session, tokenizer, metadata = _load_parts(_existing_default(), provider="auto", threads=None, variant=None)
@@ -154,7 +157,7 @@ class Detector:
             raise InvalidValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self._metadata = _effective_metadata(metadata, max_length)
         self._session = session
-        self._graph = validate_graph(session)
+        self._graph = validate_graph(session, io_binding=io_binding)
         self._encoder = TextEncoder(
             tokenizer, max_length=self._metadata.max_length, window_stride=self._metadata.window_stride
         )
@@ -172,6 +175,8 @@ class Detector:
         max_length: int | None = None,
         truncation: bool = False,
         variant: str | None = None,
+        gpu_options: GpuOptions | None = None,
+        io_binding: bool | None = None,
     ) -> Detector:
         """Load a model bundle.
 
@@ -186,6 +191,9 @@ class Detector:
             truncation: Score only the first window of long texts.
             variant: Which variant of a parent directory to load; ``None`` picks ``fp16`` on a GPU when
                 present, else ``int8``, else ``fp32``.
+            gpu_options: CUDA/TensorRT device id, memory limit, arena and cuDNN settings (see
+                :class:`~aidetect_infer.gpu.GpuOptions`); ignored on the CPU.
+            io_binding: Run batches through IOBinding; ``None`` does so exactly on a GPU.
 
         Returns:
             The detector.
@@ -199,7 +207,9 @@ class Detector:
             InvalidValueError: ``provider``, ``threads``, ``batch_size`` or ``max_length`` out of range.
         """
         bundle_path = _existing_default() if path is None else Path(path)
-        session, tokenizer, metadata = _load_parts(bundle_path, provider=provider, threads=threads, variant=variant)
+        session, tokenizer, metadata = _load_parts(
+            bundle_path, provider=provider, threads=threads, variant=variant, gpu_options=gpu_options
+        )
         return cls(
             session=session,
             tokenizer=tokenizer,
@@ -207,6 +217,7 @@ class Detector:
             batch_size=batch_size,
             truncation=truncation,
             max_length=max_length,
+            io_binding=io_binding,
         )
 
     @property
@@ -311,12 +322,19 @@ class Detector:
 
 
 def _load_parts(
-    path: Path, *, provider: str, threads: int | None, variant: str | None
+    path: Path, *, provider: str, threads: int | None, variant: str | None, gpu_options: GpuOptions | None = None
 ) -> tuple[ort.InferenceSession, Tokenizer, BundleMetadata]:
     """Load and verify a bundle and open its session."""
-    gpu = resolve_providers(provider, ort.get_available_providers())[0][0] in GPU_PROVIDERS
+    gpu = resolve_providers(provider, ort.get_available_providers(), gpu_options)[0][0] in GPU_PROVIDERS
     bundle = load_bundle(path, variant=variant, gpu=gpu)
+    session = create_session(bundle.model_path, provider=provider, threads=threads, gpu_options=gpu_options)
+    if gpu and not GPU_PROVIDERS.intersection(session.get_providers()):
+        # "auto" fell back to the CPU: the variant picked for the GPU may not be the one for the CPU.
+        cpu_bundle = load_bundle(path, variant=variant, gpu=False)
+        if cpu_bundle.path != bundle.path:
+            logger.info("%s: loading the %s variant for the CPU instead", path, cpu_bundle.metadata.precision)
+            bundle = cpu_bundle
+            session = create_session(bundle.model_path, provider="cpu", threads=threads)
     tokenizer = load_tokenizer(bundle.tokenizer_path)
-    session = create_session(bundle.model_path, provider=provider, threads=threads)
     validate_graph(session, str(bundle.model_path))  # names the file; the constructor checks again
     return session, tokenizer, bundle.metadata

@@ -16,22 +16,24 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from aidetect_infer import gpu
 from aidetect_infer.errors import REBUILD_HINT, BundleError, InvalidValueError, ProviderUnavailableError
+from aidetect_infer.gpu import GpuOptions
 
 logger = logging.getLogger(__name__)
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
+CUDA = gpu.CUDA
+TENSORRT = gpu.TENSORRT
 GPU_PROVIDERS = frozenset({CUDA, TENSORRT})
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
 _ZERO_INPUTS = ("token_type_ids",)
 _LOGITS = "logits"
 _FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
 _INSTALL_HINT = {
-    CUDA: "install aidetect-infer[gpu] (onnxruntime-gpu) and the CUDA 12 and cuDNN 9 libraries",
-    TENSORRT: "install aidetect-infer[gpu] (onnxruntime-gpu), the CUDA 12 libraries and TensorRT 10",
+    CUDA: "install aidetect-infer[gpu] (onnxruntime-gpu) and the CUDA 12 or 13 and cuDNN 9 libraries (docs/cuda.md)",
+    TENSORRT: "install aidetect-infer[gpu] (onnxruntime-gpu), the CUDA 12 or 13 libraries and TensorRT 10",
 }
 
 ProviderSpec = tuple[str, dict[str, Any]]
@@ -45,38 +47,46 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_providers(provider: str, available: Sequence[str]) -> list[ProviderSpec]:
+def resolve_providers(
+    provider: str, available: Sequence[str], gpu_options: GpuOptions | None = None
+) -> list[ProviderSpec]:
     """Turn a provider name into the ONNX Runtime provider list, best first.
 
-    Pure: depends only on its arguments (pass ``onnxruntime.get_available_providers()``).
+    The list depends only on the arguments (pass ``onnxruntime.get_available_providers()``); only the
+    error message also looks at this machine, to say what it lacks.
 
     Args:
         provider: ``"auto"`` (CUDA when this onnxruntime build offers it, else CPU), ``"cpu"``, ``"cuda"`` or
             ``"tensorrt"``.
         available: The providers the installed onnxruntime build offers.
+        gpu_options: Options of the CUDA/TensorRT providers; ``None`` uses :class:`GpuOptions` defaults.
 
     Returns:
         ``[(provider name, provider options), ...]``, always ending with the CPU provider.
 
     Raises:
         InvalidValueError: ``provider`` is not one of :data:`PROVIDERS`.
-        ProviderUnavailableError: ``provider`` names a provider that ``available`` lacks.
+        ProviderUnavailableError: ``provider`` names a provider that ``available`` lacks (the message says
+            what is missing: onnxruntime-gpu, the NVIDIA driver, the CUDA libraries).
     """
     if not isinstance(provider, str) or provider.lower() not in PROVIDERS:
         raise InvalidValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
     provider = provider.lower()
+    options = gpu_options if gpu_options is not None else GpuOptions()
+    specs: dict[str, ProviderSpec] = {TENSORRT: (TENSORRT, options.tensorrt()), CUDA: (CUDA, options.cuda())}
     cpu: ProviderSpec = (CPU, {})
     if provider == "cpu":
         return [cpu]
     if provider == "auto":
-        return [(CUDA, {}), cpu] if CUDA in available else [cpu]
+        return [specs[CUDA], cpu] if CUDA in available else [cpu]
     wanted = [TENSORRT, CUDA] if provider == "tensorrt" else [CUDA]
     if wanted[0] not in available:
         raise ProviderUnavailableError(
             f"{wanted[0]} not available: {_INSTALL_HINT[wanted[0]]} "
-            f"(this onnxruntime offers {list(available)}), or use provider='cpu'"
+            f"(this onnxruntime offers {list(available)}), or use provider='cpu'; "
+            f"on this machine: {gpu.describe_missing(wanted[0], available)}"
         )
-    return [(name, {}) for name in wanted if name in available] + [cpu]
+    return [specs[name] for name in wanted if name in available] + [cpu]
 
 
 def check_providers(provider: str, got: Sequence[str]) -> None:
@@ -93,7 +103,8 @@ def check_providers(provider: str, got: Sequence[str]) -> None:
     if wanted is not None and wanted not in got:
         raise ProviderUnavailableError(
             f"{wanted} not available: it is installed but did not load (the session got {list(got)}); "
-            f"{_INSTALL_HINT[wanted]}, check that they are on the library path, or use provider='cpu'"
+            f"{_INSTALL_HINT[wanted]}, check that they are on the library path, or use provider='cpu'; "
+            f"on this machine: {gpu.describe_missing(wanted, ort.get_available_providers())}"
         )
     logger.info("ONNX Runtime session providers: %s (requested %r)", list(got), provider)
 
@@ -122,15 +133,32 @@ def session_options(threads: int | None = None, *, log_severity: int = 3) -> ort
     return options
 
 
+def _open(path: str, options: ort.SessionOptions, providers: list[ProviderSpec]) -> ort.InferenceSession:
+    return ort.InferenceSession(
+        path,
+        sess_options=options,
+        providers=[name for name, _ in providers],
+        provider_options=[opts for _, opts in providers],
+    )
+
+
 def create_session(
-    model_path: str | os.PathLike[str], *, provider: str = "auto", threads: int | None = None
+    model_path: str | os.PathLike[str],
+    *,
+    provider: str = "auto",
+    threads: int | None = None,
+    gpu_options: GpuOptions | None = None,
 ) -> ort.InferenceSession:
     """Create and check an inference session for ``model_path``.
+
+    ``"auto"`` falls back to the CPU when the GPU provider cannot start, with a log record saying why;
+    an explicit ``"cuda"``/``"tensorrt"`` raises instead.
 
     Args:
         model_path: The bundle's ``model.onnx``.
         provider: See :func:`resolve_providers`.
         threads: See :func:`session_options`.
+        gpu_options: See :func:`resolve_providers`.
 
     Returns:
         The session, with its providers checked.
@@ -140,18 +168,43 @@ def create_session(
         ProviderUnavailableError: The requested provider is not available or did not load.
         BundleError: ONNX Runtime cannot load the model file.
     """
-    providers = resolve_providers(provider, ort.get_available_providers())
+    available = ort.get_available_providers()
+    providers = resolve_providers(provider, available, gpu_options)
     options = session_options(threads)
+    if provider.lower() != "cpu":
+        gpu.warn_if_conflicting()
+    wanted_gpu = [name for name, _ in providers if name in GPU_PROVIDERS]
+    failed: Exception | None = None
     try:
-        session = ort.InferenceSession(
-            str(model_path),
-            sess_options=options,
-            providers=[name for name, _ in providers],
-            provider_options=[opts for _, opts in providers],
-        )
+        session = _open(str(model_path), options, providers)
     except Exception as exc:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
-        raise BundleError(f"{model_path}: ONNX Runtime cannot load it ({exc}); {REBUILD_HINT}") from exc
+        if not wanted_gpu:
+            raise BundleError(f"{model_path}: ONNX Runtime cannot load it ({exc}); {REBUILD_HINT}") from exc
+        # A GPU provider that loads but cannot start (no device, a driver too old) fails the whole session;
+        # a CPU session tells that apart from a model ONNX Runtime cannot read.
+        try:
+            session = _open(str(model_path), options, [(CPU, {})])
+        except Exception:
+            raise BundleError(f"{model_path}: ONNX Runtime cannot load it ({exc}); {REBUILD_HINT}") from exc
+        if provider.lower() != "auto":
+            raise ProviderUnavailableError(
+                f"{wanted_gpu[0]} not available: it failed to start ({exc}); "
+                f"on this machine: {gpu.describe_missing(wanted_gpu[0], available)}"
+            ) from exc
+        failed = exc
     check_providers(provider, session.get_providers())
+    if provider.lower() == "auto" and not GPU_PROVIDERS.intersection(session.get_providers()):
+        if wanted_gpu:
+            logger.warning(
+                "provider='auto': %s %s, falling back to the CPU (%s)",
+                wanted_gpu[0],
+                "did not load" if failed is None else f"failed to start ({failed})",
+                gpu.describe_missing(wanted_gpu[0], available),
+            )
+        else:
+            logger.info(
+                "provider='auto': this onnxruntime build has no CUDA provider (%s); running on the CPU", available
+            )
     return session
 
 
@@ -162,12 +215,16 @@ class GraphSpec:
     Attributes:
         inputs: The graph's input names, in graph order.
         logits_type: ``tensor(float)`` or ``tensor(float16)``.
-        io_binding: Run through IOBinding with outputs on the device (CUDA/TensorRT sessions).
+        io_binding: Run through IOBinding, inputs and outputs placed on ``device`` (CUDA/TensorRT sessions).
+        device: Where bound tensors live: ``"cuda"`` or ``"cpu"``.
+        device_id: The device's number (the provider's ``device_id``).
     """
 
     inputs: tuple[str, ...]
     logits_type: str
     io_binding: bool
+    device: str = "cpu"
+    device_id: int = 0
 
     def feed(self, input_ids: NDArray[np.int64], attention_mask: NDArray[np.int64]) -> dict[str, NDArray[np.int64]]:
         """The input dict for one batch, built from the graph's own input names."""
@@ -175,12 +232,15 @@ class GraphSpec:
         return {name: given[name] if name in given else np.zeros_like(input_ids) for name in self.inputs}
 
 
-def validate_graph(session: ort.InferenceSession, source: str = "model.onnx") -> GraphSpec:
+def validate_graph(
+    session: ort.InferenceSession, source: str = "model.onnx", *, io_binding: bool | None = None
+) -> GraphSpec:
     """Check that the graph takes what this runtime feeds and returns ``logits`` of two classes.
 
     Args:
         session: The session to inspect.
         source: The model path, for error messages.
+        io_binding: Run through IOBinding; ``None`` does so exactly when the session runs on a GPU.
 
     Returns:
         The graph's :class:`GraphSpec`.
@@ -210,8 +270,15 @@ def validate_graph(session: ort.InferenceSession, source: str = "model.onnx") ->
         problems.append(f"output {_LOGITS!r} must have 2 classes, got shape {logits.shape}")
     if problems:
         raise BundleError(f"{source}: " + "; ".join(problems) + f"; {REBUILD_HINT}")
-    io_binding = bool(GPU_PROVIDERS.intersection(session.get_providers()))
-    return GraphSpec(inputs=tuple(names), logits_type=outputs[_LOGITS].type, io_binding=io_binding)
+    on_gpu = [name for name in session.get_providers() if name in GPU_PROVIDERS]
+    device_id = int(session.get_provider_options().get(on_gpu[0], {}).get("device_id", 0)) if on_gpu else 0
+    return GraphSpec(
+        inputs=tuple(names),
+        logits_type=outputs[_LOGITS].type,
+        io_binding=bool(on_gpu) if io_binding is None else bool(io_binding),
+        device="cuda" if on_gpu else "cpu",
+        device_id=device_id,
+    )
 
 
 def run_logits(
@@ -222,17 +289,21 @@ def run_logits(
 ) -> NDArray[np.float64]:
     """Run one batch and return its logits as float64, shape ``(batch, 2)``.
 
-    On CUDA/TensorRT the inputs and outputs are bound with IOBinding (one binding per call, so concurrent
-    calls do not share state); elsewhere ``session.run``, which ONNX Runtime makes thread-safe.
+    With ``spec.io_binding`` (CUDA/TensorRT sessions) each input goes from the tokenizer's array straight
+    into a buffer on ``spec.device`` (one host-to-device copy; on the CPU the array itself is bound), the
+    logits stay on the device until one copy back; one binding per call, so concurrent calls share no
+    state. Otherwise ``session.run``, which ONNX Runtime makes thread-safe.
     """
     feed = spec.feed(input_ids, attention_mask)
-    if spec.io_binding:
-        binding = session.io_binding()
-        for name, array in feed.items():
-            binding.bind_cpu_input(name, array)
-        binding.bind_output(_LOGITS, "cuda" if GPU_PROVIDERS.intersection(session.get_providers()) else "cpu")
-        session.run_with_iobinding(binding)
-        logits = binding.copy_outputs_to_cpu()[0]
-    else:
-        logits = session.run([_LOGITS], feed)[0]
+    if not spec.io_binding:
+        return np.asarray(session.run([_LOGITS], feed)[0], dtype=np.float64)
+    binding = session.io_binding()
+    # The OrtValues must outlive the run: on the CPU they borrow the arrays' memory.
+    bound = {name: ort.OrtValue.ortvalue_from_numpy(array, spec.device, spec.device_id) for name, array in feed.items()}
+    for name, value in bound.items():
+        binding.bind_ortvalue_input(name, value)
+    binding.bind_output(_LOGITS, spec.device, spec.device_id)
+    session.run_with_iobinding(binding)
+    logits = binding.copy_outputs_to_cpu()[0]
+    del bound
     return np.asarray(logits, dtype=np.float64)
