@@ -1,0 +1,64 @@
+"""One command from data to a shipped bundle, on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from export.pipeline import main, to_argv  # noqa: E402
+
+
+def test_to_argv() -> None:
+    argv = to_argv({"batch_size": 16, "distill": True, "quiet": False, "variant": ["fp32", "int8"], "x": None})
+    assert argv == ["--batch-size", "16", "--distill", "--variant", "fp32", "int8"]
+
+
+def test_pipeline_trains_exports_and_ships(tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        "".join(json.dumps({"text": t, "label": i % 2, "group": f"g{i}"}) + "\n" for i, t in enumerate(sample_texts)),
+        encoding="utf-8",
+    )
+    config = tmp_path / "pipeline.toml"
+    config.write_text(
+        f"""
+name = "tiny-pipeline"
+work_dir = "{tmp_path / "work"}"
+out = "{tmp_path / "shipped"}"
+variant = "int8"
+
+[[train]]
+base = "{tiny_checkpoint}"
+data = ["{data}"]
+epochs = 1.0
+max_length = 64
+threads = 1
+
+[export]
+variant = ["fp32", "int8"]
+eval = ["{data}@validation"]
+gate_auc_drop = 1.0
+gate_agreement = 0.0
+threads = 1
+""",
+        encoding="utf-8",
+    )
+    assert main(["--config", str(config)]) == 0
+    shipped = tmp_path / "shipped"
+    meta = json.loads((shipped / "aidetect.json").read_text())
+    assert meta["variant"]["precision"] == "int8"
+    assert meta["reproduce"]["command"].endswith(f"--config {config.as_posix()}")
+
+    from aidetect_infer import Detector
+
+    det = Detector.from_pretrained(shipped, provider="cpu", threads=1)
+    ref = Detector.from_pretrained(tmp_path / "work" / "bundles" / "int8", provider="cpu", threads=1)
+    np.testing.assert_array_equal(det.predict_proba(sample_texts[:8]), ref.predict_proba(sample_texts[:8]))
+    # --resume reuses every finished stage and ships the same bundle again
+    assert main(["--config", str(config), "--resume"]) == 0
+    assert (shipped / "model.onnx").read_bytes() == (tmp_path / "work" / "bundles" / "int8" / "model.onnx").read_bytes()
