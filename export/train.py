@@ -130,6 +130,35 @@ def collate(ids: list[list[int]], pad_id: int, multiple: int = 32) -> tuple[torc
     return input_ids, mask
 
 
+def adamw_with_warmup(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float, total_steps: int, warmup_ratio: float
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no weight decay on biases and LayerNorms), linear warm-up then linear decay to 0 at ``total_steps``."""
+    exempt = ("bias", "LayerNorm", "layer_norm")
+    decay = [p for n, p in model.named_parameters() if not any(k in n for k in exempt)]
+    no_decay = [p for n, p in model.named_parameters() if any(k in n for k in exempt)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate
+    )
+    warmup = int(total_steps * warmup_ratio)
+
+    def lr_factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return max(0.0, (total_steps - s) / (total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+
+def optimizer_step(model: torch.nn.Module, loss: torch.Tensor, optimizer, scheduler, grad_clip: float) -> None:
+    """Backward, clip the gradient norm, step the optimizer and the schedule, clear the gradients."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 @torch.no_grad()
 def score(model, ids: list[list[int]], pad_id: int, batch_size: int = 32, bf16: bool = False) -> np.ndarray:
     """P(AI) for pre-tokenized texts, batched by length."""
@@ -206,22 +235,9 @@ def train(cfg: TrainConfig) -> Path:
         counts = torch.bincount(train_y, minlength=2).float()
         weight = counts.sum() / (2 * counts.clamp(min=1))
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm", "layer_norm"))]
-    no_decay = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm", "layer_norm"))]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate,
-    )
     steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    warmup = int(total_steps * cfg.warmup_ratio)
-
-    def lr_factor(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / warmup
-        return max(0.0, (total_steps - s) / (total_steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    optimizer, scheduler = adamw_with_warmup(model, cfg.learning_rate, cfg.weight_decay, total_steps, cfg.warmup_ratio)
     bf16 = cfg.precision == "bf16"
 
     history: list[dict] = []
@@ -258,11 +274,7 @@ def train(cfg: TrainConfig) -> Path:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(input_ids=input_ids, attention_mask=mask).logits
             loss = loss_fn(logits.float(), train_y[batch])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, loss, optimizer, scheduler, cfg.grad_clip)
             step += 1
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             if hasattr(bar, "set_postfix"):
