@@ -1,0 +1,83 @@
+// aidetect::Detector: scores texts as AI-generated or human-written with a model bundle, on ONNX Runtime.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aidetect/bundle.hpp"
+#include "aidetect/tokenizer.hpp"
+
+namespace aidetect {
+
+/// The verdict on one text.
+struct Prediction {
+    std::string label;  ///< labels[1] ("ai") when score >= threshold, else labels[0] ("human")
+    double score = 0;   ///< P(AI); for a text split into windows, their P(AI) weighted by content tokens
+    double threshold = 0.5;
+    int windows = 1;    ///< how many windows were scored
+};
+
+/// How a Detector runs.
+struct DetectorOptions {
+    int threads = 0;         ///< intra-op threads; 0 = every core this process may use
+    int batch_size = 16;     ///< windows per ONNX Runtime call
+    bool truncation = false; ///< score only the first window of long texts
+    int max_length = 0;      ///< tokens per window, at most the bundle's; 0 = the bundle's
+    std::string variant;     ///< sub-bundle of a parent directory (fp32, int8); empty = int8, else fp32
+};
+
+/// Scores texts with a bundle, by the same rules as the Python runtime's Detector: texts longer than one
+/// window are split into overlapping windows whose P(AI) are averaged, weighted by their content-token counts;
+/// windows are sorted by length and batched, each batch padded to its own longest row. Invalid UTF-8 is
+/// replaced with U+FFFD; an empty text is scored as the tokenizer frames it ([CLS] [SEP]).
+///
+/// predict() and predict_proba() keep no state, so one Detector may serve many threads at once.
+class Detector {
+  public:
+    /// Load and verify a bundle and open its ONNX Runtime session (CPU).
+    ///
+    /// @throws ModelFilesMissingError the bundle or one of its files does not exist.
+    /// @throws UnsupportedFormatError unknown bundle format version.
+    /// @throws ChecksumMismatchError a file does not match its recorded sha256.
+    /// @throws BundleError invalid metadata, a tokenizer this runner does not support, a corrupt model or a
+    ///         graph whose inputs or outputs this runner cannot feed.
+    /// @throws InvalidInputError an option out of range.
+    static Detector from_pretrained(const std::string& path, const DetectorOptions& options = {});
+
+    Detector(Detector&&) noexcept;
+    Detector& operator=(Detector&&) noexcept;
+    ~Detector();
+
+    /// Verdicts on UTF-8 texts, in input order (an empty vector gives an empty vector).
+    std::vector<Prediction> predict(const std::vector<std::string>& texts) const;
+
+    /// P(AI) of each text, as float32 like the Python runtime's predict_proba.
+    std::vector<float> predict_proba(const std::vector<std::string>& texts) const;
+
+    /// The metadata in use (max_length and window_stride as overridden, if they were).
+    const BundleMetadata& metadata() const;
+
+    /// The bundle directory loaded (a variant sub-directory when a parent was given).
+    const std::string& bundle_path() const;
+
+    /// The bundle's tokenizer.
+    const Tokenizer& tokenizer() const;
+
+    /// Intra-op threads of the session.
+    int threads() const;
+
+  private:
+    struct Impl;
+    explicit Detector(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+/// The version of the ONNX Runtime library loaded at run time.
+std::string onnxruntime_version();
+
+/// The number of CPU cores this process may use.
+int default_threads();
+
+}  // namespace aidetect

@@ -1,0 +1,205 @@
+// The Detector: windows, length-sorted padded batches and score aggregation, as aidetect_infer/detector.py.
+#include "aidetect/detector.hpp"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cfenv>
+#include <cmath>
+#include <numeric>
+#include <utility>
+
+#include "aidetect/errors.hpp"
+#include "session.hpp"
+
+namespace aidetect {
+namespace {
+
+constexpr std::size_t kMinTextsPerChunk = 256;
+
+struct Span {
+    std::size_t start;
+    std::size_t stop;
+};
+
+/// The content-token spans scored for a text of `n` tokens (aidetect_infer.tokenization.window_spans).
+std::vector<Span> window_spans(std::size_t n, std::size_t length, std::size_t stride, bool truncation) {
+    if (n <= length) return {{0, n}};
+    if (truncation) return {{0, length}};
+    std::vector<Span> spans;
+    for (std::size_t s = 0; s + length <= n; s += stride) spans.push_back({s, s + length});
+    if (spans.back().stop < n) spans.push_back({n - length, n});
+    return spans;
+}
+
+/// The bundle's metadata with a smaller max_length, the stride scaled to keep its overlap ratio.
+BundleMetadata effective_metadata(BundleMetadata meta, int max_length) {
+    if (max_length == 0 || max_length == meta.max_length) return meta;
+    if (max_length < kMinMaxLength || max_length > meta.max_length) {
+        throw InvalidInputError("max_length must be in [" + std::to_string(kMinMaxLength) + ", " +
+                                std::to_string(meta.max_length) + "] (the bundle's max_length), got " +
+                                std::to_string(max_length));
+    }
+    const double ratio = static_cast<double>(meta.window_stride) / (meta.max_length - 2);
+    std::fesetround(FE_TONEAREST);  // nearbyint rounds half to even, like Python's round()
+    const int scaled = static_cast<int>(std::nearbyint(ratio * (max_length - 2)));
+    meta.window_stride = std::min(max_length - 2, std::max(1, scaled));
+    meta.max_length = max_length;
+    return meta;
+}
+
+}  // namespace
+
+int default_threads() {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? static_cast<int>(n) : 1;
+}
+
+struct Detector::Impl {
+    std::string path;
+    BundleMetadata metadata;
+    Tokenizer tokenizer;
+    Session session;
+    int threads;
+    std::size_t batch_size;
+    bool truncation;
+    std::size_t content_length;
+    std::size_t stride;
+
+    /// Scores and window counts of a chunk of texts.
+    void score_chunk(const std::vector<std::string>& texts, std::size_t begin, std::size_t end,
+                     std::vector<double>& scores, std::vector<int>& windows) const;
+    /// Frame rows with the special tokens and right-pad them to the longest; then run them.
+    std::vector<double> run_batch(const std::vector<const std::int64_t*>& data,
+                                  const std::vector<std::size_t>& sizes) const;
+};
+
+std::vector<double> Detector::Impl::run_batch(const std::vector<const std::int64_t*>& data,
+                                              const std::vector<std::size_t>& sizes) const {
+    const auto& prefix = tokenizer.prefix();
+    const auto& suffix = tokenizer.suffix();
+    const std::size_t longest = *std::max_element(sizes.begin(), sizes.end());
+    const std::size_t columns = longest + prefix.size() + suffix.size();
+    std::vector<std::int64_t> ids(sizes.size() * columns, tokenizer.pad_id());
+    std::vector<std::int64_t> mask(sizes.size() * columns, 0);
+    for (std::size_t k = 0; k < sizes.size(); ++k) {
+        auto* row = ids.data() + k * columns;
+        row = std::copy(prefix.begin(), prefix.end(), row);
+        row = std::copy(data[k], data[k] + sizes[k], row);
+        std::copy(suffix.begin(), suffix.end(), row);
+        std::fill_n(mask.data() + k * columns, prefix.size() + sizes[k] + suffix.size(), 1);
+    }
+    return session.run(ids, mask, static_cast<std::int64_t>(sizes.size()), static_cast<std::int64_t>(columns));
+}
+
+void Detector::Impl::score_chunk(const std::vector<std::string>& texts, std::size_t begin, std::size_t end,
+                                 std::vector<double>& scores, std::vector<int>& windows) const {
+    std::vector<std::vector<std::int64_t>> encoded;
+    encoded.reserve(end - begin);
+    std::vector<std::size_t> owners;
+    std::vector<Span> rows;
+    for (std::size_t i = begin; i < end; ++i) {
+        encoded.push_back(tokenizer.encode(texts[i]));
+        for (const auto& span : window_spans(encoded.back().size(), content_length, stride, truncation)) {
+            owners.push_back(i - begin);
+            rows.push_back(span);
+        }
+    }
+    // Longest windows first (stable, as Python's sorted), so each batch pads to rows of nearly equal length.
+    std::vector<std::size_t> order(rows.size());
+    std::iota(order.begin(), order.end(), 0);
+    const auto size = [&](std::size_t k) { return rows[k].stop - rows[k].start; };
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return size(a) > size(b); });
+    std::vector<double> p_ai(rows.size());
+    for (std::size_t first = 0; first < order.size(); first += batch_size) {
+        const std::size_t last = std::min(order.size(), first + batch_size);
+        std::vector<const std::int64_t*> data;
+        std::vector<std::size_t> sizes;
+        for (std::size_t j = first; j < last; ++j) {
+            const std::size_t k = order[j];
+            data.push_back(encoded[owners[k]].data() + rows[k].start);
+            sizes.push_back(size(k));
+        }
+        const auto logits = run_batch(data, sizes);
+        for (std::size_t j = first; j < last; ++j) {
+            const double a = logits[2 * (j - first)], b = logits[2 * (j - first) + 1];
+            const double top = std::max(a, b);
+            const double ea = std::exp(a - top), eb = std::exp(b - top);
+            p_ai[order[j]] = eb / (ea + eb);
+        }
+    }
+    std::vector<double> total(end - begin, 0.0), weighted(end - begin, 0.0);
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+        const double weight = static_cast<double>(std::max<std::size_t>(size(k), 1));
+        total[owners[k]] += weight;
+        weighted[owners[k]] += weight * p_ai[k];
+        windows[begin + owners[k]] += 1;
+    }
+    for (std::size_t i = begin; i < end; ++i) scores[i] = weighted[i - begin] / total[i - begin];
+}
+
+Detector::Detector(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Detector::Detector(Detector&&) noexcept = default;
+Detector& Detector::operator=(Detector&&) noexcept = default;
+Detector::~Detector() = default;
+
+Detector Detector::from_pretrained(const std::string& path, const DetectorOptions& options) {
+    if (options.batch_size < 1) {
+        throw InvalidInputError("batch_size must be a positive integer, got " + std::to_string(options.batch_size));
+    }
+    if (options.threads < 0) {
+        throw InvalidInputError("threads must be a positive integer (or 0 for every core), got " +
+                                std::to_string(options.threads));
+    }
+    Bundle bundle = load_bundle(path, options.variant);
+    BundleMetadata metadata = effective_metadata(bundle.metadata, options.max_length);
+    Tokenizer tokenizer = Tokenizer::from_file(bundle.tokenizer_path());
+    const std::size_t specials = tokenizer.prefix().size() + tokenizer.suffix().size();
+    if (static_cast<std::size_t>(metadata.max_length) <= specials) {
+        throw BundleError(bundle.tokenizer_path() + ": max_length " + std::to_string(metadata.max_length) +
+                          " leaves no room after the special tokens");
+    }
+    const int threads = options.threads > 0 ? options.threads : default_threads();
+    Session session(bundle.model_path(), threads);
+    const std::size_t content = static_cast<std::size_t>(metadata.max_length) - specials;
+    const std::size_t stride = std::min(static_cast<std::size_t>(metadata.window_stride), content);
+    auto impl = std::unique_ptr<Impl>(new Impl{bundle.path, std::move(metadata), std::move(tokenizer),
+                                               std::move(session), threads,
+                                               static_cast<std::size_t>(options.batch_size), options.truncation,
+                                               content, stride});
+    return Detector(std::move(impl));
+}
+
+std::vector<Prediction> Detector::predict(const std::vector<std::string>& texts) const {
+    std::vector<double> scores(texts.size(), 0.0);
+    std::vector<int> windows(texts.size(), 0);
+    const std::size_t chunk = std::max(kMinTextsPerChunk, 16 * impl_->batch_size);
+    for (std::size_t begin = 0; begin < texts.size(); begin += chunk) {
+        impl_->score_chunk(texts, begin, std::min(texts.size(), begin + chunk), scores, windows);
+    }
+    const auto& meta = impl_->metadata;
+    std::vector<Prediction> out;
+    out.reserve(texts.size());
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+        out.push_back(Prediction{meta.labels[scores[i] >= meta.threshold ? 1 : 0], scores[i], meta.threshold,
+                                 windows[i]});
+    }
+    return out;
+}
+
+std::vector<float> Detector::predict_proba(const std::vector<std::string>& texts) const {
+    std::vector<float> out;
+    out.reserve(texts.size());
+    for (const auto& p : predict(texts)) out.push_back(static_cast<float>(p.score));
+    return out;
+}
+
+const BundleMetadata& Detector::metadata() const { return impl_->metadata; }
+const std::string& Detector::bundle_path() const { return impl_->path; }
+const Tokenizer& Detector::tokenizer() const { return impl_->tokenizer; }
+int Detector::threads() const { return impl_->threads; }
+
+}  // namespace aidetect
