@@ -182,6 +182,18 @@ def _driver_library() -> str:
     return "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
 
 
+def driver_cuda_version() -> str:
+    """The newest CUDA version the NVIDIA driver supports (``"12.4"``), or ``""`` without a driver."""
+    try:
+        driver = ctypes.CDLL(_driver_library())
+        version = ctypes.c_int(0)
+        if driver.cuDriverGetVersion(ctypes.byref(version)) != 0:
+            return ""
+    except (OSError, AttributeError):
+        return ""
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
 def cuda_libraries(major: int, *, tensorrt: bool = False) -> list[str]:
     """The CUDA, cuDNN (and TensorRT) libraries the GPU providers of a CUDA ``major`` build open."""
     if sys.platform == "win32":
@@ -216,6 +228,7 @@ def describe_missing(
     *,
     distributions: Sequence[str] | None = None,
     cuda_version: str | None = None,
+    driver_version: str | None = None,
     load: Loader = try_load,
 ) -> str:
     """Say what this machine lacks for ``provider``: onnxruntime-gpu, the NVIDIA driver, CUDA libraries.
@@ -225,6 +238,7 @@ def describe_missing(
         available: ``onnxruntime.get_available_providers()``.
         distributions: Installed ONNX Runtime distributions; ``None`` reads them from this environment.
         cuda_version: The CUDA version onnxruntime was built with; ``None`` reads it (``""``: a CPU build).
+        driver_version: The CUDA version the driver supports; ``None`` asks the driver (``""``: unknown).
         load: Tries to open a shared library (tests pass a fake).
 
     Returns:
@@ -242,9 +256,16 @@ def describe_missing(
             findings.append(f"onnxruntime-gpu is not installed (found {found}): `{CONFLICT_FIX}`")
         else:
             findings.append(f"the installed onnxruntime-gpu was built without {provider} (it offers {list(available)})")
+    majors = [int(build.split(".")[0])] if build[:2].isdigit() else list(CUDA_MAJORS)
     if not load(_driver_library()):
         findings.append(f"no NVIDIA driver: {_driver_library()} cannot be loaded (is there an NVIDIA GPU?)")
-    majors = [int(build.split(".")[0])] if build[:2].isdigit() else list(CUDA_MAJORS)
+    else:
+        supported = driver_cuda_version() if driver_version is None else driver_version
+        if supported[:2].isdigit() and len(majors) == 1 and int(supported.split(".")[0]) < majors[0]:
+            findings.append(
+                f"the NVIDIA driver supports CUDA {supported} but onnxruntime was built for CUDA {build}: "
+                "update the driver, or install an onnxruntime-gpu built for your CUDA (docs/cuda.md)"
+            )
     results = [(m, *missing_libraries(cuda_libraries(m, tensorrt=provider == TENSORRT), load)) for m in majors]
     if all(missing for _, missing, _ in results):
         major, missing, in_pip = min(results, key=lambda r: len(r[1]))

@@ -184,3 +184,17 @@ def test_importing_the_package_loads_no_web_framework(serve_deps):
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "clean"
+
+
+def test_the_load_generator_measures_a_short_run(server, sample_texts, tmp_path):
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(sample_texts[:20]))
+    command = [sys.executable, str(REPO / "benchmarks" / "load" / "loadgen.py"), "--port", str(server.port)]
+    command += ["--texts", str(texts), "--clients", "4", "--duration", "1", "--warmup", "0.2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"] > 0 and set(result["statuses"]) == {"200"} and not result["failures"]
+    assert result["texts_per_s"] == pytest.approx(result["ok"] / result["duration_s"], rel=0.01)
+    latency = result["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
