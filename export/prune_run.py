@@ -40,7 +40,8 @@ from export.bundle import replace_dir
 from export.convert import save_checkpoint
 from export.data import Record, load_training_data, sha256_file
 from export.distill import Labelled, RecoveryConfig, evaluate, predict_logits, recover, soft_target_loss
-from export.prune import PRESETS, Batch, PruneConfig, PruneError, flops_per_token, prune_model
+from export.importance import Batch
+from export.prune import PRESETS, PruneConfig, PruneError, flops_per_token, prune_model
 from export.train import collate, encode, load_tokenizer, set_seed, versions
 
 log = logging.getLogger(__name__)
@@ -346,8 +347,8 @@ def job_from_args(args: argparse.Namespace) -> PruneJob:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (0 written, 1 a parity check failed, 2 bad input)."""
-    from export.stages import ExportError, ParityError
     from export.prune_sweep import SweepConfig, parse_targets, run_sweep
+    from export.stages import ExportError, ParityError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

@@ -15,14 +15,12 @@ import torch
 from aidetect_infer import Detector
 from export.convert import save_checkpoint
 from export.distill import Labelled, RecoveryConfig, predict_logits, recover, soft_target_loss
+from export.importance import choose_layers, gradient_importance, mean_loss
 from export.prune import (
     PRESETS,
     PruneConfig,
     PruneError,
-    choose_layers,
     flops_per_token,
-    gradient_importance,
-    mean_loss,
     parameter_count,
     prune_model,
     remove_layers,
