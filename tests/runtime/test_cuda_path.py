@@ -274,46 +274,27 @@ def test_diagnosis_of_a_bare_machine():
     assert "CUDA 13 or CUDA 12 libraries not found" in message and "libcudnn.so.9" in message
 
 
-def test_diagnosis_names_only_what_is_missing():
-    present = CUDA12 - {"libcudnn.so.9"}
-    message = gpu.describe_missing(
-        CUDA,
+def _diagnose_gpu_build(present: set[str], provider: str = CUDA, build: str = "12.8", driver: str = "13.0") -> str:
+    """The diagnosis on a machine with onnxruntime-gpu (built for CUDA ``build``) and the libraries ``present``."""
+    return gpu.describe_missing(
+        provider,
         GPU_BUILD,
         distributions=["onnxruntime-gpu"],
-        cuda_version="12.8",
-        driver_version="13.0",
+        cuda_version=build,
+        driver_version=driver,
         load=_loader(present),
     )
+
+
+def test_diagnosis_names_only_what_is_missing():
+    message = _diagnose_gpu_build(CUDA12 - {"libcudnn.so.9"})
     assert message.startswith("CUDA 12 libraries not found: libcudnn.so.9 (")
     assert "onnxruntime-gpu" not in message.split("(")[0] and "driver" not in message
-    complete = gpu.describe_missing(
-        CUDA,
-        GPU_BUILD,
-        distributions=["onnxruntime-gpu"],
-        cuda_version="12.8",
-        driver_version="13.0",
-        load=_loader(CUDA12),
-    )
-    assert complete == "the driver, the CUDA libraries and onnxruntime-gpu were all found"
-    old_driver = gpu.describe_missing(
-        CUDA,
-        GPU_BUILD,
-        distributions=["onnxruntime-gpu"],
-        cuda_version="13.0",
-        driver_version="12.4",
-        load=_loader(CUDA12),
-    )
+    assert _diagnose_gpu_build(CUDA12) == "the driver, the CUDA libraries and onnxruntime-gpu were all found"
+    old_driver = _diagnose_gpu_build(CUDA12, build="13.0", driver="12.4")
     assert old_driver.startswith("the NVIDIA driver supports CUDA 12.4 but onnxruntime was built for CUDA 13.0")
     assert "libcudart.so.13" in old_driver
-    trt = gpu.describe_missing(
-        TENSORRT,
-        GPU_BUILD,
-        distributions=["onnxruntime-gpu"],
-        cuda_version="12.8",
-        driver_version="13.0",
-        load=_loader(CUDA12),
-    )
-    assert "libnvinfer.so.10" in trt
+    assert "libnvinfer.so.10" in _diagnose_gpu_build(CUDA12, provider=TENSORRT)
 
 
 def test_both_packages_installed_is_a_conflict():
