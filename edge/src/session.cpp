@@ -52,7 +52,8 @@ void Session::Impl::validate(const std::string& source) {
             problems.push_back("input '" + name + "' is not one this runner can feed");
             continue;
         }
-        const auto info = session.GetInputTypeInfo(i).GetTensorTypeAndShapeInfo();
+        const auto type_info = session.GetInputTypeInfo(i);  // owns what `info` points into
+        const auto info = type_info.GetTensorTypeAndShapeInfo();
         if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 || info.GetShape().size() != 2) {
             problems.push_back("input '" + name + "' must be int64 [batch, sequence], got shape " +
                                shape_text(info.GetShape()));
@@ -62,7 +63,8 @@ void Session::Impl::validate(const std::string& source) {
     for (std::size_t i = 0; i < session.GetOutputCount(); ++i) {
         if (std::string(session.GetOutputNameAllocated(i, allocator).get()) != kLogits) continue;
         found = true;
-        const auto info = session.GetOutputTypeInfo(i).GetTensorTypeAndShapeInfo();
+        const auto type_info = session.GetOutputTypeInfo(i);
+        const auto info = type_info.GetTensorTypeAndShapeInfo();
         const auto type = info.GetElementType();
         const auto shape = info.GetShape();
         logits_fp16 = type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
