@@ -308,6 +308,8 @@ def test_pruned_checkpoint_exports_and_matches_pytorch_in_detector(
     meta = json.loads((tmp_path / "b" / "fp32" / "aidetect.json").read_text())
     assert meta["variant"]["pruning"]["parameters_after"] == parameter_count(load_classifier(pruned_dir))
     assert meta["max_length"] == MAX_LENGTH
+    fusions = next(r for r in meta["recipe"] if r["stage"] == "optimize")["fusions"]
+    assert fusions.get("Attention") == 1, fusions  # the head-pruned layer still fuses (1 of 2 heads kept)
     texts = sample_texts[:12]
     tok = load_tokenizer(pruned_dir / "tokenizer.json", MAX_LENGTH)
     logits = predict_logits(load_classifier(pruned_dir), [e.ids for e in tok.encode_batch(texts)], pad_id=0)
