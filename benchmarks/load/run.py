@@ -6,7 +6,8 @@
 
 For each mode, starts ``python -m aidetect_infer serve`` on 127.0.0.1 (a free port), waits for ``/readyz``,
 runs ``loadgen.py`` in a second process, reads the batch-size histogram from ``/metrics`` and stops the
-server. Then writes a Markdown report (and the raw figures as JSON beside it). The model is ``--model``, else
+server. Then writes a Markdown report (and the raw figures as JSON beside it; the figures on record are in
+``benchmarks/load/REPORT.md``). The model is ``--model``, else
 ``models/default`` when present, else a stand-in of the same size (see :mod:`benchmarks.load.bundle`). Texts
 are a fixed sample of ``detectgpt_family`` (about 150 words each); nothing is trained on them.
 """
@@ -59,10 +60,12 @@ def _get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def start_server(bundle: Path, flags: list[str], threads: int, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    bundle: Path, flags: list[str], args: argparse.Namespace, log: Path
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start the service and wait until it is ready; return the process and its port."""
     command = [sys.executable, "-m", "aidetect_infer", "serve", "--model", str(bundle), "--port", "0"]
-    command += ["--provider", "cpu", "--threads", str(threads), *flags]
+    command += ["--provider", args.provider, "--threads", str(args.threads), *flags]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -100,7 +103,7 @@ def cpu_seconds(pid: int) -> float:
 
 def run_mode(name: str, bundle: Path, texts_file: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """One mode: server up, load, figures, server down."""
-    process, port = start_server(bundle, MODES[name], args.threads, work / f"server-{name}.log")
+    process, port = start_server(bundle, MODES[name], args, work / f"server-{name}.log")
     try:
         batches_before, texts_before = batch_sizes(port)
         cpu_before = cpu_seconds(process.pid)
@@ -153,7 +156,8 @@ def write_report(path: Path, results: list[dict[str, Any]], facts: dict[str, Any
         f"- Model: `{facts['model']['name']}` ({facts['model']['precision']}, max_length "
         f"{facts['model']['max_length']}, {facts['model']['parameters']:,} parameters)",
         f"- Texts: {facts['texts']} texts from detectgpt_family, mean {facts['mean_words']:.0f} words",
-        f"- Machine: {facts['machine']}; ONNX Runtime threads {facts['threads']}, one inference worker",
+        f"- Machine: {facts['machine']}; provider {facts['provider']}, ONNX Runtime threads {facts['threads']}, "
+        "one inference worker",
         f"- Load average (1 min) before / after: {facts['load_before']:.1f} / {facts['load_after']:.1f}",
         "",
         "| batching | texts/s | p50 ms | p90 ms | p99 ms | max ms | texts per batch | server CPU ms / text | non-200 |",
@@ -190,8 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime threads")
+    parser.add_argument("--provider", default="cpu", choices=("cpu", "cuda", "tensorrt"), help="the server's provider")
     parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["on", "off"])
-    parser.add_argument("--report", type=Path, default=HERE / "REPORT.md", help="Markdown report path")
+    parser.add_argument(
+        "--report", type=Path, default=STAND_IN.parent / "report.md", help="Markdown report (and .json beside it)"
+    )
     return parser
 
 
@@ -222,6 +229,7 @@ def main() -> int:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "threads": args.threads,
+        "provider": args.provider,
         "model": _bundle_facts(bundle),
         "texts": len(texts),
         "mean_words": sum(len(t.split()) for t in texts) / len(texts),
