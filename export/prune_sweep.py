@@ -40,7 +40,7 @@ from export.onnx_eval import score_bundle
 from export.onnx_export import ExportConfig, export_onnx, load_checkpoint, parity_set
 from export.optimize import OptimizeConfig, optimize
 from export.prune import PruneConfig, architecture, flops_per_token, parameter_count
-from export.prune_run import PruneJob, check_output, prune_checkpoint, read_training
+from export.prune_run import PruneJob, check_output, load_classifier, prune_checkpoint, read_training
 from export.quantize import QuantizeConfig, quantize
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,6 @@ def side_by_side_throughput(
 
 
 def _row(name: str, checkpoint: Path, bundle: Path, max_length: int) -> dict[str, Any]:
-    from export.prune_run import load_classifier
-
     model = load_classifier(checkpoint)
     arch = architecture(model)
     flops = flops_per_token(model, max_length)
@@ -239,6 +237,10 @@ def run_sweep(job: PruneJob, cfg: SweepConfig, *, show_progress: bool = False) -
     started = time.time()
     out, src = Path(job.out), Path(job.checkpoint)
     check_output(out, job.overwrite)
+    source = load_classifier(src)
+    for target in cfg.targets:  # refuse an impossible target before hours of work
+        target.check(source)
+    del source
     out.mkdir(parents=True, exist_ok=True)
     src_cfg = read_training(src).get("config") or {}
     max_length = int(job.max_length or src_cfg.get("max_length") or 256)

@@ -325,6 +325,7 @@ def test_pruned_checkpoint_exports_and_matches_pytorch_in_detector(
         (["--preset", "medium"], "cannot keep 8 attention heads"),
         (["--sweep", "1,32,1", "--heads", "1"], "--sweep names its own targets"),
         (["--sweep", "1,32,1;h"], "preset"),
+        (["--sweep", "1,32,1;3,32,1"], "cannot keep 3 attention heads"),
     ],
 )
 def test_command_refuses_bad_requests(
