@@ -16,10 +16,18 @@ from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
 from aidetect_infer.bundle import MIN_MAX_LENGTH, BundleMetadata, load_bundle
-from aidetect_infer.errors import GET_MODEL_HINT, InvalidInputError, InvalidValueError, ModelFilesMissingError
+from aidetect_infer.errors import (
+    GET_MODEL_HINT,
+    REBUILD_HINT,
+    BundleError,
+    InvalidInputError,
+    InvalidValueError,
+    ModelFilesMissingError,
+)
 from aidetect_infer.gpu import GpuOptions
 from aidetect_infer.session import (
     GPU_PROVIDERS,
+    GraphSpec,
     create_session,
     resolve_providers,
     run_logits,
@@ -155,6 +163,8 @@ class Detector:
             raise InvalidInputError(f"tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InvalidValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if io_binding is not None and not isinstance(io_binding, bool):
+            raise InvalidInputError(f"io_binding must be True, False or None, got {type(io_binding).__name__}")
         self._metadata = _effective_metadata(metadata, max_length)
         self._session = session
         self._graph = validate_graph(session, io_binding=io_binding)
@@ -163,6 +173,7 @@ class Detector:
         )
         self._batch_size = batch_size
         self._truncation = bool(truncation)
+        _probe(session, self._graph, self._encoder, tokenizer, self._metadata)
 
     @classmethod
     def from_pretrained(
@@ -312,13 +323,62 @@ class Detector:
         for begin in range(0, len(order), self._batch_size):
             batch = order[begin : begin + self._batch_size]
             input_ids, attention_mask = self._encoder.pad_batch([rows[k] for k in batch])
-            logits = run_logits(self._session, self._graph, input_ids, attention_mask)
+            logits = _checked(run_logits(self._session, self._graph, input_ids, attention_mask), len(batch))
             p_ai[batch] = _softmax_ai(logits)
         owner = np.asarray(owners, dtype=np.int64)
         weight = np.asarray([max(len(r), 1) for r in rows], dtype=np.float64)
         total = np.bincount(owner, weights=weight, minlength=len(texts))
         scores = np.bincount(owner, weights=weight * p_ai, minlength=len(texts)) / total
         return scores, np.bincount(owner, minlength=len(texts))
+
+
+def _checked(logits: NDArray[np.float64], rows: int) -> NDArray[np.float64]:
+    """``logits`` if they are finite and ``(rows, 2)``; else a BundleError, never a wrong or NaN score.
+
+    A graph whose class axis is symbolic passes the load-time check whatever its width, and a damaged weight
+    can turn every logit into NaN.
+    """
+    if logits.shape != (rows, 2):
+        raise BundleError(
+            f"model.onnx returned logits of shape {logits.shape} for {rows} windows, not [batch, 2]; {REBUILD_HINT}"
+        )
+    if not np.isfinite(logits).all():
+        raise BundleError(
+            "model.onnx returned non-finite logits (NaN or infinity): the model is damaged or numerically "
+            f"unstable; {REBUILD_HINT}"
+        )
+    return logits
+
+
+def _probe(
+    session: ort.InferenceSession,
+    graph: GraphSpec,
+    encoder: TextEncoder,
+    tokenizer: Tokenizer,
+    metadata: BundleMetadata,
+) -> None:
+    """Run the graph once, at load, on the tokenizer's highest token id and on an empty text.
+
+    A tokenizer with more tokens than the model's embedding table fails only on texts that use the extra
+    tokens, deep inside ONNX Runtime; a class axis that is not 2 wide or NaN weights give wrong scores
+    silently. All three are refused here with an error that says which.
+    """
+    top = max(tokenizer.get_vocab(with_added_tokens=True).values())
+    declared = metadata.architecture.get("vocab_size")
+    if isinstance(declared, int) and top >= declared:
+        raise BundleError(
+            f"tokenizer.json has {top + 1} tokens, but the model's embedding table (architecture.vocab_size) has "
+            f"{declared}: it is not the tokenizer the model was trained with; {REBUILD_HINT}"
+        )
+    input_ids, attention_mask = encoder.pad_batch([np.asarray([top], dtype=np.int64), np.zeros(0, dtype=np.int64)])
+    try:
+        logits = run_logits(session, graph, input_ids, attention_mask)
+    except Exception as exc:  # onnxruntime raises its own types (InvalidArgument, Fail, ...)
+        raise BundleError(
+            f"model.onnx fails on a probe batch holding the tokenizer's highest token id {top} ({exc}); is "
+            f"tokenizer.json the tokenizer the model was trained with? {REBUILD_HINT}"
+        ) from exc
+    _checked(logits, 2)
 
 
 def _load_parts(

@@ -121,8 +121,14 @@ def _normalize(name: str) -> str:
 @functools.lru_cache(maxsize=1)
 def installed_ort_distributions() -> tuple[str, ...]:
     """The installed distributions that provide the ``onnxruntime`` package, sorted (read once per process)."""
-    names = {_normalize(dist.metadata["Name"] or "") for dist in metadata.distributions()}
-    return tuple(sorted(names & ORT_DISTRIBUTIONS))
+    found = []
+    for name in sorted(ORT_DISTRIBUTIONS):  # one look-up per name: far cheaper than listing every package
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return tuple(found)
 
 
 def conflict_message(distributions: Sequence[str]) -> str | None:

@@ -76,6 +76,10 @@ def run_benchmarks(config_path: Path, out: Path) -> int:
         "no:cacheprovider",
         "--rootdir",
         str(HERE),
+        "--confcutdir",  # the CPU suite's conftest in benchmarks/ is not for this run
+        str(HERE),
+        "--benchmark-only",
+        "-rs",
         f"--benchmark-json={out / 'benchmark.json'}",
         "--benchmark-save-data",
         "--benchmark-columns=median,mean,min,max,rounds",

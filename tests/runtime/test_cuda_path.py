@@ -25,7 +25,7 @@ import onnxruntime as ort
 import pytest
 
 from aidetect_infer import Detector, gpu
-from aidetect_infer.errors import BundleError, InvalidValueError, ProviderUnavailableError
+from aidetect_infer.errors import BundleError, InvalidInputError, InvalidValueError, ProviderUnavailableError
 from aidetect_infer.gpu import GpuOptions
 from aidetect_infer.session import CPU, CUDA, TENSORRT, GraphSpec, create_session, resolve_providers, run_logits
 
@@ -339,6 +339,11 @@ def test_io_binding_on_the_cpu_matches_session_run(request, sample_texts, bundle
     bound = Detector.from_pretrained(bundle, provider="cpu", threads=1, batch_size=5, io_binding=True)
     assert bound._graph.io_binding and bound._graph.device == "cpu" and not plain._graph.io_binding
     np.testing.assert_allclose(bound.predict_proba(texts), plain.predict_proba(texts), atol=1e-6, rtol=0)
+
+
+def test_io_binding_flag_must_be_a_bool(tiny_bundle):
+    with pytest.raises(InvalidInputError, match="io_binding must be True, False or None"):
+        Detector.from_pretrained(tiny_bundle, provider="cpu", threads=1, io_binding="yes")
 
 
 def test_io_binding_serves_threads(tiny_bundle, sample_texts):
