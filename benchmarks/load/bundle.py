@@ -12,6 +12,10 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +24,7 @@ WINDOW_STRIDE = 192
 SEED = 0
 
 
-def _export(model: object, path: Path) -> None:
+def _export(model: torch.nn.Module, path: Path) -> None:
     import torch
 
     class Logits(torch.nn.Module):

@@ -27,7 +27,15 @@ import pytest
 from aidetect_infer import Detector, gpu
 from aidetect_infer.errors import BundleError, InvalidInputError, InvalidValueError, ProviderUnavailableError
 from aidetect_infer.gpu import GpuOptions
-from aidetect_infer.session import CPU, CUDA, TENSORRT, GraphSpec, create_session, resolve_providers, run_logits
+from aidetect_infer.session import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    create_session,
+    resolve_providers,
+    run_logits,
+    validate_graph,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_BUILD = [TENSORRT, CUDA, CPU]
@@ -61,8 +69,28 @@ def variants(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return parent
 
 
+class HostBinding:
+    """An IOBinding that keeps "device" tensors on the host (no GPU here) and records every step."""
+
+    def __init__(self, real: Any, log: list[tuple]) -> None:
+        self.real, self.log = real, log
+
+    def bind_ortvalue_input(self, name: str, value: Any) -> None:
+        self.log.append(("bind_input", name))
+        self.real.bind_ortvalue_input(name, value)
+
+    def bind_output(self, name: str, device: str, device_id: int) -> None:
+        self.log.append(("bind_output", name, device, device_id))
+        self.real.bind_output(name, "cpu")
+
+    def copy_outputs_to_cpu(self) -> list[np.ndarray]:
+        self.log.append(("copy_out",))
+        return self.real.copy_outputs_to_cpu()
+
+
 class FakeGpuSession:
-    """A real CPU session that reports the providers it was asked for (``loads``) or only the CPU."""
+    """A real CPU session that reports the providers it was asked for (``loads``) or only the CPU, and runs
+    IOBinding through :class:`HostBinding`."""
 
     def __init__(
         self, path: str, *, sess_options: Any, providers: list[str], provider_options: list[dict], loads: bool
@@ -70,6 +98,7 @@ class FakeGpuSession:
         self._real = REAL_SESSION(path, sess_options=sess_options, providers=[CPU])
         self._providers = list(providers) if loads else [CPU]
         self._options = {name: dict(opts) for name, opts in zip(providers, provider_options, strict=True)}
+        self.log: list[tuple] = []
 
     def get_providers(self) -> list[str]:
         return self._providers
@@ -77,33 +106,61 @@ class FakeGpuSession:
     def get_provider_options(self) -> dict[str, dict[str, str]]:
         return {name: self._options.get(name, {}) for name in self._providers}
 
+    def io_binding(self) -> HostBinding:
+        return HostBinding(self._real.io_binding(), self.log)
+
+    def run_with_iobinding(self, binding: HostBinding) -> None:
+        self.log.append(("run_with_iobinding",))
+        self._real.run_with_iobinding(binding.real)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.log.append(("run",))
+        return self._real.run(*args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
 
 @pytest.fixture
-def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
+def placed(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Records every tensor placed on a device (shape, dtype, device, id); the data stays on the host."""
+    log: list[tuple] = []
+    from_numpy = ort.OrtValue.ortvalue_from_numpy
+
+    def place(array: np.ndarray, device: str = "cpu", device_id: int = 0) -> Any:
+        log.append((array.shape, array.dtype, device, device_id))
+        return from_numpy(array)
+
+    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy", staticmethod(place))
+    return log
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch, placed: list[tuple]) -> Any:
     """Pretend to be a GPU machine; returns a controller recording every session requested."""
 
     class Controller:
         loads = True  # False: CUDA is offered but silently not loaded
         fails = False  # True: creating a session with a GPU provider raises (no device)
         calls: list[dict[str, Any]] = []
+        sessions: list[FakeGpuSession] = []
 
         def session(self, path: str, sess_options: Any = None, providers: Any = None, provider_options: Any = None):
             self.calls.append({"path": path, "providers": list(providers), "options": list(provider_options)})
             if self.fails and set(providers) & {CUDA, TENSORRT}:
                 raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
-            return FakeGpuSession(
+            session = FakeGpuSession(
                 path,
                 sess_options=sess_options,
                 providers=providers,
                 provider_options=provider_options,
                 loads=self.loads,
             )
+            self.sessions.append(session)
+            return session
 
     controller = Controller()
-    controller.calls = []
+    controller.calls, controller.sessions = [], []
     monkeypatch.setattr(ort, "get_available_providers", lambda: list(GPU_BUILD))
     monkeypatch.setattr(ort, "InferenceSession", controller.session)
     monkeypatch.setattr(gpu, "installed_ort_distributions", lambda: ("onnxruntime-gpu",))
@@ -363,65 +420,43 @@ def test_io_binding_serves_threads(tiny_bundle, sample_texts):
         np.testing.assert_array_equal(got, expected)
 
 
-class _RecordingBinding:
-    def __init__(self, log: list[tuple]) -> None:
-        self.log, self.inputs, self.result = log, {}, None
-
-    def bind_ortvalue_input(self, name: str, value: Any) -> None:
-        self.log.append(("bind_input", name))
-        self.inputs[name] = value
-
-    def bind_output(self, name: str, device: str, device_id: int) -> None:
-        self.log.append(("bind_output", name, device, device_id))
-
-    def copy_outputs_to_cpu(self) -> list[np.ndarray]:
-        self.log.append(("copy_out",))
-        return [self.result]
-
-
-class _RecordingSession:
-    """Runs the real CPU session behind an IOBinding that records every placement and copy."""
-
-    def __init__(self, real: Any) -> None:
-        self.real, self.log = real, []
-
-    def io_binding(self) -> _RecordingBinding:
-        return _RecordingBinding(self.log)
-
-    def run_with_iobinding(self, binding: _RecordingBinding) -> None:
-        self.log.append(("run",))
-        binding.result = self.real.run(["logits"], {k: v.numpy() for k, v in binding.inputs.items()})[0]
-
-    def run(self, *args: Any) -> None:
-        raise AssertionError("the IOBinding path must not call session.run")
-
-
-def test_cuda_binding_copies_each_tensor_once(tiny_bert_bundle, monkeypatch):
+def test_cuda_binding_copies_each_tensor_once(tiny_bert_bundle, placed):
     """On CUDA each input is copied to the device once, the logits stay there until one copy back."""
-    real = REAL_SESSION(str(tiny_bert_bundle / "model.onnx"), providers=[CPU])
-    session = _RecordingSession(real)
-    placed: list[tuple] = []
-    from_numpy = ort.OrtValue.ortvalue_from_numpy
-
-    def place(array: np.ndarray, device: str = "cpu", device_id: int = 0) -> Any:
-        placed.append((array.shape, array.dtype, device, device_id))
-        return from_numpy(array)  # no GPU here: the data stays on the host
-
-    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy", staticmethod(place))
-    names = tuple(i.name for i in real.get_inputs())
-    spec = GraphSpec(inputs=names, logits_type="tensor(float)", io_binding=True, device="cuda", device_id=1)
+    session = FakeGpuSession(
+        str(tiny_bert_bundle / "model.onnx"),
+        sess_options=None,
+        providers=[CUDA, CPU],
+        provider_options=[{"device_id": "1"}, {}],
+        loads=True,
+    )
+    spec = validate_graph(session)
+    assert (spec.io_binding, spec.device, spec.device_id) == (True, "cuda", 1)
     ids = np.array([[2, 40, 41, 42, 3], [2, 50, 3, 0, 0]], dtype=np.int64)
     mask = (ids != 0).astype(np.int64)
     logits = run_logits(session, spec, ids, mask)
+    names = spec.inputs
+    assert len(names) == 3  # input_ids, attention_mask and the zeros of token_type_ids
     assert placed == [((2, 5), np.int64, "cuda", 1)] * len(names)
     assert session.log == [
         *[("bind_input", n) for n in names],
         ("bind_output", "logits", "cuda", 1),
-        ("run",),
+        ("run_with_iobinding",),
         ("copy_out",),
     ]
-    expected = real.run(["logits"], spec.feed(ids, mask))[0]
-    np.testing.assert_array_equal(logits, expected.astype(np.float64))
+    expected = REAL_SESSION(str(tiny_bert_bundle / "model.onnx"), providers=[CPU]).run(["logits"], spec.feed(ids, mask))
+    np.testing.assert_array_equal(logits, expected[0].astype(np.float64))
+
+
+def test_detector_on_a_gpu_scores_through_the_binding(variants, fake_gpu, sample_texts):
+    detector = Detector.from_pretrained(variants, provider="cuda", threads=1, variant="fp32", batch_size=4)
+    texts = sample_texts[:10]
+    scores = detector.predict_proba(texts)
+    log = fake_gpu.sessions[-1].log
+    assert ("run",) not in log
+    batches = log.count(("run_with_iobinding",))
+    assert batches >= 3 and log.count(("copy_out",)) == batches  # 10 texts in batches of 4, plus the load probe
+    reference = Detector.from_pretrained(variants, provider="cpu", threads=1, variant="fp32")
+    np.testing.assert_allclose(scores, reference.predict_proba(texts), atol=1e-6, rtol=0)
 
 
 # --- the fp16 bundle ------------------------------------------------------------------------------------------

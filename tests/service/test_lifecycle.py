@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,10 +11,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from aidetect_infer import Detector
+from aidetect_infer import Detector, cli
 from aidetect_infer.cli import EXIT_BUNDLE, EXIT_INPUT
 
-from .client import REPO, Reply, metric_values, post_json, request
+from .client import Reply, metric_values, post_json, request
 
 HOLD = ["--max-wait-ms", "3000", "--max-batch-texts", "64"]  # a lone request waits 3 s in the queue
 
@@ -68,29 +65,14 @@ def test_sigterm_lets_in_flight_requests_finish(start_server, tiny_bundle):
         request(server.port, "GET", "/healthz", timeout=5)
 
 
-def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "AIDETECT_MODEL"}
-    return subprocess.run(
-        [sys.executable, "-m", "aidetect_infer", "serve", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-
-
-def test_start_up_errors_exit_with_the_cli_codes(serve_deps, tiny_bundle, tmp_path):
-    missing = run_serve("--model", str(tmp_path / "nothing"), "--port", "0")
-    assert missing.returncode == EXIT_BUNDLE
-    assert "nothing" in missing.stderr
-    bad_option = run_serve("--model", str(tiny_bundle), "--max-wait-ms", "-1")
-    assert bad_option.returncode == EXIT_INPUT
-    assert "max_wait_ms" in bad_option.stderr
+def test_start_up_errors_exit_with_the_cli_codes(serve_deps, tiny_bundle, tmp_path, capsys):
+    assert cli.main(["serve", "--model", str(tmp_path / "nothing"), "--port", "0"]) == EXIT_BUNDLE
+    assert "nothing" in capsys.readouterr().err
+    assert cli.main(["serve", "--model", str(tiny_bundle), "--max-wait-ms", "-1"]) == EXIT_INPUT
+    assert "max_wait_ms" in capsys.readouterr().err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        busy = run_serve("--model", str(tiny_bundle), "--provider", "cpu", "--threads", "1", "--port", str(port))
-    assert busy.returncode == EXIT_INPUT
-    assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+        assert cli.main(["serve", "--model", str(tiny_bundle), "--port", str(port)]) == EXIT_INPUT
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
