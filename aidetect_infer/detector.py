@@ -333,11 +333,7 @@ class Detector:
 
 
 def _checked(logits: NDArray[np.float64], rows: int) -> NDArray[np.float64]:
-    """``logits`` if they are finite and ``(rows, 2)``; else a BundleError, never a wrong or NaN score.
-
-    A graph whose class axis is symbolic passes the load-time check whatever its width, and a damaged weight
-    can turn every logit into NaN.
-    """
+    """``logits`` if finite and ``(rows, 2)`` (a symbolic class axis passes the static check), else a BundleError."""
     if logits.shape != (rows, 2):
         raise BundleError(
             f"model.onnx returned logits of shape {logits.shape} for {rows} windows, not [batch, 2]; {REBUILD_HINT}"
@@ -359,9 +355,10 @@ def _probe(
 ) -> None:
     """Run the graph once, at load, on the tokenizer's highest token id and on an empty text.
 
-    A tokenizer with more tokens than the model's embedding table fails only on texts that use the extra
-    tokens, deep inside ONNX Runtime; a class axis that is not 2 wide or NaN weights give wrong scores
-    silently. All three are refused here with an error that says which.
+    A tokenizer larger than the model's embedding table fails only on texts with the extra tokens, deep in
+    ONNX Runtime; a class axis not 2 wide or NaN weights give wrong scores silently: all are refused here. On
+    a GPU only the recorded vocabulary size is compared (a run would cost a warm-up or a TensorRT engine
+    build at load); bad logits are still refused batch by batch.
     """
     top = max(tokenizer.get_vocab(with_added_tokens=True).values())
     declared = metadata.architecture.get("vocab_size")
@@ -370,6 +367,8 @@ def _probe(
             f"tokenizer.json has {top + 1} tokens, but the model's embedding table (architecture.vocab_size) has "
             f"{declared}: it is not the tokenizer the model was trained with; {REBUILD_HINT}"
         )
+    if GPU_PROVIDERS.intersection(session.get_providers()):
+        return
     input_ids, attention_mask = encoder.pad_batch([np.asarray([top], dtype=np.int64), np.zeros(0, dtype=np.int64)])
     try:
         logits = run_logits(session, graph, input_ids, attention_mask)

@@ -26,7 +26,14 @@ logger = logging.getLogger(__name__)
 # at whitespace anyway, the ids are identical.
 PIECE_CHARS = 100_000
 _EMPTY: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-_WHITESPACE = re.compile(r"\s")
+# Where a text may be cut without changing its tokens under a BERT-style normalizer and pre-tokenizer: before
+# whitespace that the tokenizer treats as whitespace too (not \x0b \x0c \x1c-\x1f \x85: its normalizer deletes
+# those control characters, joining their neighbours), else before an ASCII punctuation mark or a CJK
+# ideograph, which its pre-tokenizer splits off as words of their own (runs of them have no whitespace).
+_SPACE = r"[^\S\x0b\x0c\x1c-\x1f\x85]"
+_SPLIT = r"[!-/:-@\[-`{-~\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+_LAST_CUT = tuple(re.compile(rf"(?s).*({cls})") for cls in (_SPACE, _SPLIT))
+_NEXT_CUT = re.compile(f"{_SPACE}|{_SPLIT}")
 _PROBE = "probe text"
 _FALLBACK_SPECIALS = (("[CLS]", "[SEP]"), ("<s>", "</s>"))
 _PAD_TOKENS = ("[PAD]", "<pad>")
@@ -45,9 +52,11 @@ def clean_text(text: str) -> str:
 
 
 def split_pieces(text: str, piece_chars: int = PIECE_CHARS) -> list[str]:
-    """Cut ``text`` into pieces of about ``piece_chars`` characters, each cut just before a whitespace.
+    """Cut ``text`` into pieces of about ``piece_chars`` characters where the cuts do not change its tokens.
 
-    A text without whitespace past a cut point is left whole from there on.
+    Each cut is just before the last whitespace in reach, or, in a stretch without whitespace, just before the
+    last ASCII punctuation mark or CJK ideograph. A text with no such place past a cut point is left whole
+    from there on.
     """
     if len(text) <= piece_chars:
         return [text]
@@ -55,11 +64,9 @@ def split_pieces(text: str, piece_chars: int = PIECE_CHARS) -> list[str]:
     start = 0
     while len(text) - start > piece_chars:
         limit = start + piece_chars
-        cut = -1
-        for match in _WHITESPACE.finditer(text, start + 1, limit):
-            cut = match.start()
+        cut = next((m.start(1) for pattern in _LAST_CUT if (m := pattern.match(text, start + 1, limit))), -1)
         if cut < 0:
-            after = _WHITESPACE.search(text, limit)
+            after = _NEXT_CUT.search(text, limit)
             if after is None:
                 break
             cut = after.start()

@@ -103,7 +103,7 @@ def test_huge_texts_are_encoded_in_pieces_with_identical_ids(encoder, hf_tokeniz
 def test_split_pieces_rejoins_and_cuts_before_whitespace(text, size):
     pieces = split_pieces(text, size)
     assert "".join(pieces) == text
-    assert all(p[0].isspace() for p in pieces[1:])
+    assert all(p[0].isspace() or p[0] == "." for p in pieces[1:])  # "." only where no whitespace is in reach
 
 
 @settings(max_examples=200, deadline=None)
