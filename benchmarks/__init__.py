@@ -1,0 +1,1 @@
+"""Benchmark suite: this library against the engines a user would pick instead (``pytest --benchmark-only``)."""

@@ -1,0 +1,158 @@
+"""Roofline accounting: analytic FLOPs of an encoder classifier, padding waste, and the machine's measured peak.
+
+FLOPs count the matrix multiplications (2 per multiply-add), which are nearly all of an encoder's work:
+per layer and token, the Q/K/V and output projections ``4·d·a`` (``a`` = heads kept × head size, ``d`` when no
+head is pruned), the attention scores and the weighted sum ``2·L·a`` (``L`` = the sequence length), the
+feed-forward ``2·d·f``; per sequence, the classification head ``d² + 2·d``. Embedding look-ups, LayerNorm,
+softmax and GELU are left out (a few percent). The peak is measured, not taken from a data sheet: a large fp32
+matrix product through numpy (OpenBLAS) and a large u8 × s8 one through ONNX Runtime's ``MatMulInteger``
+(the kernel a dynamically quantized model runs), both on the benchmark's thread count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PEAK_SIZE = 1024  # square operands: ~2.1 GFLOP per product, large enough to reach the kernels' steady state
+
+
+def _layer_widths(arch: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """Per layer: (attention width ``a``, FFN width ``f``)."""
+    layers, d, heads = int(arch["layers"]), int(arch["hidden_size"]), int(arch["heads"])
+    head_dim = d // heads
+    pruned = {int(k): len(v) for k, v in (arch.get("pruned_heads") or {}).items()}
+    ffn = int(arch["ffn_size"])
+    return [((heads - pruned.get(i, 0)) * head_dim, ffn) for i in range(layers)]
+
+
+def sequence_flops(arch: Mapping[str, Any], length: int) -> int:
+    """FLOPs to classify one sequence of ``length`` tokens (special tokens included).
+
+    Args:
+        arch: ``aidetect.json``'s ``architecture`` (``layers``, ``hidden_size``, ``heads``, ``ffn_size``,
+            optionally ``pruned_heads`` as ``{layer: [heads]}``).
+        length: Tokens in the sequence.
+
+    Raises:
+        ValueError: A negative length.
+    """
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    d = int(arch["hidden_size"])
+    macs = sum(length * (4 * d * a + 2 * length * a + 2 * d * f) for a, f in _layer_widths(arch))
+    macs += d * d + 2 * d  # pre-classifier and classifier, once per sequence
+    return 2 * macs
+
+
+def flops_per_token(arch: Mapping[str, Any], length: int = 256) -> float:
+    """FLOPs per token of a sequence of ``length`` tokens (the attention share grows with the length)."""
+    return sequence_flops(arch, length) / length
+
+
+def batch_lengths(lengths: Sequence[int], batch_size: int, *, sort_chunk: int | None) -> list[list[int]]:
+    """How an engine groups sequences into batches.
+
+    Args:
+        lengths: Token lengths in input order.
+        batch_size: Sequences per model call.
+        sort_chunk: ``None``: batches in input order (the transformers pipeline); else the input is cut into
+            chunks of this many texts and each chunk is sorted longest first (``aidetect_infer.Detector``).
+    """
+    if sort_chunk is None:
+        return [list(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size)]
+    out: list[list[int]] = []
+    for begin in range(0, len(lengths), sort_chunk):
+        chunk = sorted(lengths[begin : begin + sort_chunk], reverse=True)
+        out.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return out
+
+
+def workload(
+    arch: Mapping[str, Any], lengths: Sequence[int], batch_size: int, *, sort_chunk: int | None
+) -> dict[str, int]:
+    """Useful and padded work of one pass over texts of the given lengths.
+
+    Returns:
+        ``tokens`` (real tokens), ``padded_tokens`` (tokens computed, padding included), ``flops`` (useful
+        FLOPs) and ``padded_flops`` (FLOPs computed when every batch is padded to its longest sequence).
+    """
+    batches = batch_lengths(lengths, batch_size, sort_chunk=sort_chunk)
+    return {
+        "tokens": int(sum(lengths)),
+        "padded_tokens": int(sum(max(b) * len(b) for b in batches)),
+        "flops": int(sum(sequence_flops(arch, n) for n in lengths)),
+        "padded_flops": int(sum(sequence_flops(arch, max(b)) * len(b) for b in batches)),
+    }
+
+
+def fp32_matmul(size: int = PEAK_SIZE, threads: int = 2) -> tuple[Callable[[], Any], int]:
+    """A fp32 ``size³`` matrix product through numpy on ``threads`` BLAS threads, and its FLOPs.
+
+    Returns:
+        ``(run, flops)``; ``run()`` computes one product.
+    """
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    out = np.empty((size, size), dtype=np.float32)
+
+    def run() -> Any:
+        with threadpool_limits(limits=threads, user_api="blas"):
+            return np.matmul(a, b, out=out)
+
+    return run, 2 * size**3
+
+
+def int8_matmul(
+    workdir: Path, size: int = PEAK_SIZE, threads: int = 2
+) -> tuple[Callable[[], Any], int, tuple[np.ndarray, np.ndarray]]:
+    """A u8 × s8 ``size³`` product through ONNX Runtime's ``MatMulInteger`` (int32 out) and its operations.
+
+    The s8 weight is a graph initializer and the u8 activation an input, the layout of a dynamically quantized
+    model's matrix products.
+
+    Returns:
+        ``(run, ops, (activation, weight))``; ``run()`` computes one product (a list holding the int32 result).
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-128, 128, size=(size, size), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])],
+        "int8_peak",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = workdir / "matmul_integer.onnx"
+    onnx.save(model, str(path))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    feed = {"a": rng.integers(0, 256, size=(size, size), dtype=np.uint8)}
+    return (lambda: session.run(None, feed)), 2 * size**3, (feed["a"], weight)
+
+
+def measure(run: Callable[[], Any], ops: int, repeats: int = 5) -> float:
+    """Best achieved GOP/s of ``run`` over ``repeats`` calls (after one warm-up call)."""
+    run()
+    best = min(_timed(run) for _ in range(repeats))
+    return ops / best / 1e9
+
+
+def _timed(run: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start

@@ -1,0 +1,90 @@
+"""Throughput: texts/s end to end on the fixed corpus (strings in, probabilities out, tokenization included).
+
+Batch size 16 runs the whole 512-text corpus; batch sizes 1 and 64 run its first 128 texts (``texts`` in
+``extra_info`` says how many), which keeps the suite within its time budget on 2 cores. Every engine
+truncates at the same ``max_length`` and sees the same tokens, which the agreement checks confirm: each
+MiniLM-sized engine's P(AI) matches the PyTorch baseline's on the same texts (fp32 closely, int8 loosely), and
+each engine's scores do not depend on its batch size beyond the int8 rounding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from benchmarks.conftest import Settings
+from benchmarks.engines import BASELINE, ENGINES, MAX_LENGTH, MINILM_ENGINES, THREADS, Engine
+from benchmarks.models import Models
+from benchmarks.roofline import workload
+
+BATCH_SIZES = (16, 1, 64)
+FULL_BATCH = 16
+SUBSET = 128  # texts per round at the other batch sizes
+BUDGET_S = 40.0  # seconds per benchmark; the round count adapts to it (1 to 3 rounds)
+TOLERANCE = {"fp32": 2e-3, "int8": 0.08}  # largest |P(AI) difference| to the baseline, per precision
+DETECTOR_CHUNK = 256  # aidetect_infer.Detector sorts windows by length within chunks of max(256, 16 x batch)
+
+
+@pytest.fixture(scope="module")
+def scores() -> dict[tuple[str, int], np.ndarray]:
+    """Each run's P(AI), kept for the agreement checks of later runs."""
+    return {}
+
+
+def _sort_chunk(engine: str, batch_size: int) -> int | None:
+    return max(DETECTOR_CHUNK, 16 * batch_size) if engine.startswith("aidetect-") else None
+
+
+def _check_agreement(
+    engine: Engine, batch_size: int, got: np.ndarray, scores: dict[tuple[str, int], np.ndarray]
+) -> None:
+    tol = TOLERANCE.get(engine.precision, TOLERANCE["int8"])
+    reference = scores.get((BASELINE, batch_size)) if engine.name in MINILM_ENGINES else None
+    if reference is not None and engine.name != BASELINE:
+        diff = float(np.abs(got - reference).max())
+        assert diff <= tol, f"{engine.name} disagrees with {BASELINE}: max |dP| {diff:.3g} > {tol}"
+    own = scores.get((engine.name, FULL_BATCH))
+    if own is not None and batch_size != FULL_BATCH:
+        diff = float(np.abs(got - own[: len(got)]).max())
+        assert diff <= tol, f"{engine.name}: batch {batch_size} vs {FULL_BATCH}: max |dP| {diff:.3g} > {tol}"
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_throughput(
+    benchmark: pytest.FixtureRequest,
+    engine_name: str,
+    batch_size: int,
+    engines: Callable[[str], Engine],
+    models: Models,
+    corpus: list[str],
+    token_lengths: Callable[[str, list[str], int], list[int]],
+    settings: Settings,
+    scores: dict[tuple[str, int], np.ndarray],
+) -> None:
+    engine = engines(engine_name)
+    texts = corpus if batch_size == FULL_BATCH else corpus[:SUBSET]
+    max_length = min(MAX_LENGTH, engine.max_length)
+    scorer = engine.scorer(batch_size, max_length)
+    warm = texts[: max(batch_size, 8)]
+    started = time.perf_counter()
+    scorer(warm)
+    estimate = (time.perf_counter() - started) * len(texts) / len(warm)
+    lengths = token_lengths(engine_name, texts, max_length)
+    arch = models.architecture(engine_name)
+    work = workload(arch, lengths, batch_size, sort_chunk=_sort_chunk(engine_name, batch_size))
+    benchmark.group = f"throughput, batch {batch_size}"
+    benchmark.extra_info.update(
+        kind="throughput", engine=engine_name, texts=len(texts), threads=THREADS, batch_size=batch_size,
+        max_length=max_length, precision=engine.precision, disk_bytes=models.disk_bytes(engine_name), **work,
+    )  # fmt: skip
+    rounds = settings.rounds(estimate, BUDGET_S, least=1, most=3)
+    got = benchmark.pedantic(scorer, args=(texts,), rounds=rounds, iterations=1)
+    got = np.asarray(got, dtype=np.float64)
+    assert got.shape == (len(texts),)
+    assert np.all(np.isfinite(got)) and np.all((got >= 0.0) & (got <= 1.0))
+    _check_agreement(engine, batch_size, got, scores)
+    scores[(engine_name, batch_size)] = got
