@@ -154,6 +154,8 @@ def check_paths(
         raise InvalidValueError(f"input {source}, output {output} and errors {errors} must be three different files")
     if not output.parent.is_dir():
         raise InvalidValueError(f"{output.parent}: the output directory does not exist")
+    if output.is_dir() or errors.is_dir():
+        raise InvalidValueError(f"{output if output.is_dir() else errors}: is a directory, not a file")
     if output.is_file() and output.stat().st_size > 0 and not (resume or overwrite):
         raise InvalidValueError(f"{output}: already holds results; pass --resume to continue it or --overwrite")
 
@@ -337,12 +339,6 @@ def _result(prediction: Prediction) -> dict[str, Any]:
     return {"label": prediction.label, "score": round(prediction.score, 6), "windows": prediction.windows}
 
 
-def count_lines(path: str | os.PathLike[str]) -> int:
-    """The number of lines in a text file (``.gz`` read through), for a progress bar's total."""
-    with _open(str(path)) as stream:
-        return sum(1 for _ in stream)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``score`` command's options."""
     from aidetect_infer.cli import add_model_arguments
@@ -378,8 +374,11 @@ def run(args: argparse.Namespace) -> int:
     errors = Path(args.errors) if args.errors else default_errors_path(output)
     check_paths(args.input, output, errors, resume=args.resume, overwrite=args.overwrite)
     detector = load_detector(args)
-    show = sys.stderr.isatty()
-    bar = ProgressBar(count_lines(args.input) if show else 0, sys.stderr, enabled=show)
+    total = 0
+    if sys.stderr.isatty():  # a first pass for the bar's total; cheap next to scoring
+        with _open(str(args.input)) as stream:
+            total = sum(1 for _ in stream)
+    bar = ProgressBar(total, sys.stderr, enabled=total > 0)
     try:
         summary = score_file(
             detector,
@@ -395,9 +394,6 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     resumed = f", resumed after line {summary.resumed_after}" if args.resume else ""
     where = f" (see {errors})" if errors.exists() else ""
-    print(
-        f"aidetect: {summary.lines} lines: {summary.scored} scored, {summary.errors} errors{where}, "
-        f"{summary.blank} blank{resumed} -> {output}",
-        file=sys.stderr,
-    )
+    counts = f"{summary.scored} scored, {summary.errors} errors{where}, {summary.blank} blank{resumed}"
+    print(f"aidetect: {summary.lines} lines: {counts} -> {output}", file=sys.stderr)
     return EXIT_OK

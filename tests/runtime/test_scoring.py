@@ -96,6 +96,8 @@ def test_refusals(detector, tmp_path):
         ({"output_path": source}, "three different files"),
         ({"errors_path": out}, "three different files"),
         ({"output_path": tmp_path / "no" / "out.jsonl"}, "output directory does not exist"),
+        ({"output_path": tmp_path}, "is a directory"),
+        ({"errors_path": tmp_path}, "is a directory"),
         ({"chunk_texts": 0}, "chunk sizes"),
     ]
     for overrides, message in cases:
