@@ -95,8 +95,8 @@ def int8_bundle(checkpoint: Path, out: Path, *, max_length: int, texts: Sequence
     """Export, fuse (O2) and quantize (dynamic int8) a checkpoint, with parity checks, into a bundle at ``out``.
 
     Raises:
-        export.onnx_export.ParityError: The fp32 or fused graph does not match PyTorch.
-        export.onnx_export.ExportError: A stage failed.
+        export.stages.ParityError: The fp32 or fused graph does not match PyTorch.
+        export.stages.ExportError: A stage failed.
     """
     ckpt = load_checkpoint(checkpoint)
     training = ckpt.training or {}
@@ -231,7 +231,7 @@ def run_sweep(job: PruneJob, cfg: SweepConfig, *, show_progress: bool = False) -
 
     Raises:
         FileExistsError: ``job.out`` is not empty and ``job.overwrite`` is false.
-        export.prune.PruneError, export.onnx_export.ExportError, export.data.DataError, ValueError: As for
+        export.prune.PruneError, export.stages.ExportError, export.data.DataError, ValueError: As for
             :func:`export.prune_run.prune_checkpoint` and :func:`int8_bundle`.
     """
     started = time.time()
