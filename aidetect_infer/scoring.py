@@ -1,16 +1,14 @@
 """Streaming batch scoring that loses nothing: ``python -m aidetect_infer score INPUT --out OUTPUT``.
 
-The input (JSONL with a ``text`` field and an optional ``id``, or plain text with one text per line; ``.gz``
-accepted) is read line by line, never whole, and scored in chunks. Each chunk's results are appended to the
-output as one JSON object per line (``line``, ``id`` when the record has one, ``label``, ``score``,
-``windows``) and flushed, so a killed run leaves complete lines followed by at most one partial line. Lines
-that cannot be parsed go to an errors file (``OUTPUT.errors.jsonl`` by default) with their line number;
-blank lines are skipped.
+The input (JSONL with a ``text`` and an optional ``id``, or plain text, one text per line; ``.gz`` accepted)
+is read line by line, never whole, and scored in chunks. Each chunk's results are appended to the output, one
+JSON object per line, and flushed, so a killed run leaves complete lines and at most one partial line. Lines
+that cannot be parsed go to an errors file with their line number; blank lines are skipped.
 
 Resuming reads the output backwards from its end, drops a trailing partial or unreadable line, and continues
-after the last complete result; errors beyond that line are dropped and found again. Within a chunk, errors
-are written before results, so every error at or before the last complete result is already on disk: no
-line goes missing and none is written twice.
+after the last complete result; errors past that line are dropped and found again. Within a chunk, errors
+are written before results, so every error up to the last complete result is on disk: no line goes missing
+and none is written twice.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ CHUNK_TEXTS = 256
 CHUNK_CHARS = 2_000_000
 EXCERPT_CHARS = 120
 _BLOCK = 1 << 16
-_MISSING = object()
+_MISSING, _UNREAD = object(), object()
 
 
 class TextScorer(Protocol):
@@ -71,8 +69,7 @@ class ScoreSummary:
 def default_errors_path(output: str | os.PathLike[str]) -> Path:
     """``OUTPUT.errors.jsonl`` next to the output (``out.jsonl`` gives ``out.errors.jsonl``)."""
     path = Path(output)
-    stem = path.name.removesuffix(".jsonl") if path.name.endswith(".jsonl") else path.name
-    return path.with_name(stem + ERRORS_SUFFIX)
+    return path.with_name(path.name.removesuffix(".jsonl") + ERRORS_SUFFIX)
 
 
 def _lines_backward(f: IO[bytes], end: int) -> Iterator[tuple[int, bytes]]:
@@ -173,6 +170,10 @@ def _parse(raw: str, *, jsonl: bool) -> tuple[str, Any]:
     return record["text"], record.get("id", _MISSING)
 
 
+def _json(value: Any) -> str:
+    return "" if value is _MISSING else json.dumps(value, sort_keys=True)
+
+
 def _skip_done(stream: IO[str], done: dict[str, Any] | None, *, jsonl: bool, source: str, output: Path) -> int:
     """Read past the input lines the output covers, checking that its last record belongs to this input."""
     if done is None:
@@ -187,10 +188,11 @@ def _skip_done(stream: IO[str], done: dict[str, Any] | None, *, jsonl: bool, sou
             )
         number += 1
     try:
-        _, found = _parse(raw.rstrip("\r\n"), jsonl=jsonl) if raw.strip() else (None, None)
+        found = _parse(raw.rstrip("\r\n"), jsonl=jsonl)[1] if raw.strip() else _UNREAD
     except ValueError:
-        found = None
-    if not raw.strip() or found != done.get("id", _MISSING):
+        found = _UNREAD
+    # Ids compare by their JSON text: NaN is never equal to itself, its text is.
+    if found is _UNREAD or _json(found) != _json(done.get("id", _MISSING)):
         raise InvalidValueError(
             f"{output}: its last result (input line {target}, id {done.get('id')!r}) does not match line "
             f"{target} of {source}; it was written for another input (use --overwrite to start over)"
@@ -353,13 +355,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue a stopped run where its output ends")
     mode.add_argument("--overwrite", action="store_true", help="start over even if OUTPUT holds results")
-    parser.add_argument(
-        "--chunk",
-        type=int,
-        default=CHUNK_TEXTS,
-        metavar="N",
-        help=f"texts scored and written together (default {CHUNK_TEXTS})",
-    )
+    chunk_help = f"texts scored and written together (default {CHUNK_TEXTS})"
+    parser.add_argument("--chunk", type=int, default=CHUNK_TEXTS, metavar="N", help=chunk_help)
     add_model_arguments(parser)
 
 

@@ -178,7 +178,7 @@ class Killed(BaseException):
 
 ROWS = st.lists(
     st.one_of(
-        st.builds(lambda t, i: {"id": i, "text": t}, st.text(max_size=30), st.integers(0, 10**6)),
+        st.builds(lambda t, i: {"id": i, "text": t}, st.text(max_size=30), st.one_of(st.integers(), st.floats())),
         st.builds(lambda t: {"text": t}, st.text(max_size=30)),
         st.sampled_from(["", "  ", "{broken", '{"text": null}']),
     ),
@@ -232,6 +232,18 @@ def test_resuming_a_finished_run_scores_nothing_again(tmp_path):
     summary = score_file(scorer, source, out, resume=True)
     assert out.read_bytes() == before and scorer.calls == 0
     assert (summary.resumed_after, summary.scored, summary.errors, summary.lines) == (10, 0, 1, 11)
+
+
+@pytest.mark.parametrize("odd_id", [float("nan"), float("inf"), {"b": [1, 2], "a": None}, "\ud800", 10**30])
+def test_resume_after_a_record_with_an_odd_id(tmp_path, odd_id):
+    """The last result's id is matched against the input by its JSON text, so NaN (never equal) still resumes."""
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(_jsonl([{"id": 1, "text": "first"}, {"id": odd_id, "text": "second"}, {"text": "third"}]))
+    score_file(HashScorer(), source, out, chunk_texts=2)
+    full = out.read_bytes()
+    out.write_bytes(full[: full.index(b"\n", full.index(b"\n") + 1) + 1])  # as if killed after line 2
+    assert score_file(HashScorer(), source, out, resume=True).resumed_after == 2
+    assert out.read_bytes() == full
 
 
 def test_input_is_streamed_not_read_whole(tmp_path):
