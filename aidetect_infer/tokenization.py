@@ -127,11 +127,19 @@ class TextEncoder:
         source: Where the tokenizer came from, for error messages.
 
     Raises:
-        BundleError: The tokenizer has no way to add special tokens, or ``max_length`` leaves no room for
-            content.
+        BundleError: The vocabulary has ids without a token (a damaged file), the tokenizer has no way to add
+            special tokens, or ``max_length`` leaves no room for content.
     """
 
     def __init__(self, tokenizer: Tokenizer, *, max_length: int, window_stride: int, source: str = "tokenizer") -> None:
+        # Checked before copying: serializing a vocabulary with holes prints a warning to stdout.
+        ids = set(tokenizer.get_vocab(with_added_tokens=True).values())
+        if ids and max(ids) >= len(ids):  # then some id below len(ids) has no token
+            missing = [i for i in range(len(ids)) if i not in ids][:10]
+            raise BundleError(
+                f"{source}: the vocabulary has no token with id {missing} (entries of tokenizer.json that "
+                f"share an id or were damaged); {REBUILD_HINT}"
+            )
         self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()

@@ -206,3 +206,20 @@ def test_nan_logits_on_some_texts_raise_a_typed_error_not_a_nan_score(tiny_bundl
     assert np.isfinite(detector.predict("one").score)
     with pytest.raises(BundleError, match="non-finite"):
         detector.predict_proba(["one", "a text of more than five tokens in all"])
+
+
+def test_a_vocabulary_with_holes_is_refused_and_stdout_stays_clean(tiny_bundle, tmp_path):
+    """Two tokens on one id (a damaged entry) leave a hole; the tokenizers library would print a warning to
+    stdout on copying it, into the command's output. Refused at load instead."""
+    bundle = _copy(tiny_bundle, tmp_path)
+    data = json.loads((bundle / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    vocab["a"] = vocab["b"]
+    (bundle / "tokenizer.json").write_text(json.dumps(data))
+    _refresh_checksums(bundle)
+    with pytest.raises(BundleError, match=r"tokenizer.*no token with id \[39\]"):
+        Detector.from_pretrained(bundle, provider="cpu", threads=1)
+    env = {k: v for k, v in os.environ.items() if k != "AIDETECT_MODEL"}
+    args = [sys.executable, "-m", "aidetect_infer", "--model", str(bundle), "--provider", "cpu", "some text"]
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 2 and result.stdout == "", (result.stdout, result.stderr)
