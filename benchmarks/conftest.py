@@ -196,6 +196,33 @@ def token_lengths(tokenizer_of: Callable[[str], Any]) -> Callable[[str, list[str
     return lengths
 
 
+class CpuTimed:
+    """Wraps a function and records the process CPU seconds (all threads) of each call.
+
+    On a loaded machine wall-clock time stretches with the load; CPU time much less so, which makes
+    ``cpu_s`` the figure to compare when the run could not have the machine to itself.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.seconds: list[float] = []
+
+    def __call__(self, *args: Any) -> Any:
+        import time
+
+        started = time.process_time()
+        try:
+            return self.fn(*args)
+        finally:
+            self.seconds.append(time.process_time() - started)
+
+    def median(self) -> float:
+        """The median CPU seconds per call (0.0 before any call)."""
+        import statistics
+
+        return statistics.median(self.seconds) if self.seconds else 0.0
+
+
 def run_probe(models: Models, engine: str, *extra: str) -> dict[str, Any]:
     """Run ``python -m benchmarks.probe`` for ``engine`` and return its JSON plus the spawn time."""
     import json

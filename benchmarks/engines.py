@@ -21,7 +21,17 @@ from benchmarks.models import BASELINE, ENGINES, MINILM_ENGINES, Models
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASELINE", "ENGINES", "MINILM_ENGINES", "THREADS", "MAX_LENGTH", "Engine", "Scorer", "load_engine"]
+__all__ = [
+    "BASELINE",
+    "ENGINES",
+    "MINILM_ENGINES",
+    "THREADS",
+    "MAX_LENGTH",
+    "Engine",
+    "Scorer",
+    "load_engine",
+    "load_hf_model",
+]
 
 THREADS = 2
 MAX_LENGTH = 256  # the truncation length of the throughput runs (the default bundle's own, when smaller)
@@ -88,7 +98,8 @@ def _load_aidetect(models: Models, name: str, threads: int) -> Engine:
     return Engine(name, bundle.metadata.max_length, bundle.metadata.precision, make)
 
 
-def _load_hf_model(models: Models, name: str, threads: int) -> Any:
+def load_hf_model(models: Models, name: str, threads: int = THREADS) -> Any:
+    """The Hugging Face contender's model: PyTorch, or Optimum's ONNX Runtime model on ``threads`` threads."""
     if name.startswith("transformers-"):
         from transformers import AutoModelForSequenceClassification
 
@@ -112,7 +123,7 @@ def _load_pipeline(models: Models, name: str, threads: int) -> Engine:
     torch.set_num_threads(threads)
     # DistilBERT takes no token_type_ids; the tokenizer saved with the checkpoint would return them.
     tokenizer = AutoTokenizer.from_pretrained(models.minilm, model_input_names=["input_ids", "attention_mask"])
-    model = _load_hf_model(models, name, threads)
+    model = load_hf_model(models, name, threads)
     pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
 
     def make(batch_size: int, max_length: int, truncation: bool) -> Scorer:

@@ -25,20 +25,30 @@ from pathlib import Path  # noqa: E402
 FIRST_TEXT = "The committee met on Tuesday to review the budget proposal for the coming year."
 
 
-def rss_mb() -> float:
-    """Current resident set size of this process in MiB (``/proc/self/status``)."""
+def _status_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return float("nan")
+    return None
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process in MiB (``VmRSS``)."""
+    value = _status_mb("VmRSS")
+    return float("nan") if value is None else value
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process image in MiB.
+
+    ``VmHWM`` of ``/proc/self/status``, not ``ru_maxrss``: Linux carries ``ru_maxrss`` over ``execve``, so a
+    process spawned by a large parent (a pytest run with PyTorch loaded) would report the parent's peak.
+    """
+    value = _status_mb("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if value is None else value
 
 
 def import_engine_libraries(engine: str) -> None:

@@ -1,7 +1,7 @@
 """Peak resident memory per engine, measured in a fresh process that loads the engine and scores texts.
 
 The process scores the corpus's first 64 texts at batch size 16 (truncated at the common ``max_length``) and
-reports its peak resident set size (``ru_maxrss``); ``rss_loaded_mb`` is the resident size once the model is
+reports its peak resident set size (``VmHWM``); ``rss_loaded_mb`` is the resident size once the model is
 loaded, before the first prediction.
 """
 

@@ -99,8 +99,17 @@ def _synthetic_run() -> dict[str, Any]:
         "datetime": "2026-01-01T00:00:00",
         "benchmarks": [
             _bench("peak", None, 0.2, precision="fp32", flops=20_000_000_000),
-            _bench("throughput", "transformers-pytorch-fp32", 32.0, batch_size=16, precision="fp32", **tp),
-            _bench("throughput", "aidetect-int8", 8.0, batch_size=16, precision="int8", disk_bytes=23_000_000, **tp),
+            _bench("throughput", "transformers-pytorch-fp32", 32.0, batch_size=16, precision="fp32", cpu_s=64.0, **tp),
+            _bench(
+                "throughput",
+                "aidetect-int8",
+                8.0,
+                batch_size=16,
+                precision="int8",
+                disk_bytes=23_000_000,
+                cpu_s=12.8,
+                **tp,
+            ),
             _bench("throughput", "aidetect-int8", 4.0, batch_size=1, precision="int8", **{**tp, "texts": 128}),
             _bench("latency", "aidetect-int8", 0.004, tokens=128, p95_s=0.006),
             _bench("coldstart", "aidetect-int8", 0.5, to_first_prediction_s=0.45),
@@ -116,6 +125,10 @@ def test_summary_figures_are_derived_from_the_json() -> None:
     assert s.throughput["transformers-pytorch-fp32"][16] == 16.0
     assert s.ratio("aidetect-int8", "transformers-pytorch-fp32") == 4.0
     assert s.ratio("aidetect-int8", "optimum-ort-int8") is None
+    assert (
+        s.per_cpu_s["aidetect-int8"] == {16: 40.0}
+        and s.ratio("aidetect-int8", "transformers-pytorch-fp32", cpu=True) == 5.0
+    )
     assert s.tokens_per_s["aidetect-int8"][16] == 12_500.0
     assert s.peak == {"fp32": 200.0}  # from the fastest round
     assert s.gflops["aidetect-int8"] == (250.0, 375.0)
@@ -129,7 +142,8 @@ def test_rendered_report_shows_ratios_targets_and_machine() -> None:
     text = report.render(report.summarize(_synthetic_run()), chart="run.png")
     row = next(line for line in text.splitlines() if line.startswith("| aidetect-int8 | int8"))
     assert "| 64.0 | 4.00x | 32.0 |" in row and "4.0 / 6.0" in row and "| 0.45 |" in row and "| 23.0 |" in row
-    assert "aidetect-int8 >= 2.0x transformers-pytorch-fp32 (texts/s, batch 16) | 4.00x | yes |" in text
+    assert "aidetect-int8 >= 2.0x transformers-pytorch-fp32 (texts/s, batch 16) | 4.00x | yes | 5.00x |" in text
+    assert row.endswith("| 40.00 |")
     assert "Test CPU, 2 cores" in text and "![throughput and latency](run.png)" in text
 
 
