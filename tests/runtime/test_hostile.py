@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 import time
 import unicodedata
+from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import onnxruntime as ort
@@ -46,10 +48,19 @@ HOSTILE = {
 }
 SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 MEGABYTE = 1_000_000
+TRIED: Counter[str] = Counter()  # hostile inputs tried, by kind, reported when the module ends
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_inputs_tried(record_testsuite_property) -> Iterator[None]:
+    yield
+    record_testsuite_property("hostile_inputs_tried", dict(TRIED))
+    print(f"\nhostile inputs tried: {sum(TRIED.values())} {dict(TRIED)}")
 
 
 def _assert_defined(detector: Detector, texts: list[str]) -> None:
     """Finite probabilities, and predictions consistent with them, for every text."""
+    TRIED["detector texts"] += len(texts)
     scores = detector.predict_proba(texts)
     assert scores.shape == (len(texts),) and np.all(np.isfinite(scores))
     assert np.all((scores >= 0.0) & (scores <= 1.0))
@@ -100,6 +111,7 @@ HUGE_KINDS += ["random bytes (surrogateescape)"]
 def test_64_kilobyte_texts_get_the_tokenizers_window_count(detector, hf_tokenizer, kind):
     text = _kilobytes(kind, 64_000)
     prediction = detector.predict(text)
+    TRIED["64 kB texts"] += 1
     assert np.isfinite(prediction.score) and 0.0 <= prediction.score <= 1.0
     cleaned = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")  # lone surrogates -> U+FFFD
     n_tokens = len(hf_tokenizer.encode(cleaned, add_special_tokens=False).ids)
@@ -119,6 +131,7 @@ def test_one_megabyte_texts(tiny_bundle, kind):
     process = psutil.Process()
     before = process.memory_info().rss
     prediction = detector.predict(text)
+    TRIED["1 MB texts"] += 1
     grown = (process.memory_info().rss - before) / 2**20
     assert np.isfinite(prediction.score) and 0.0 <= prediction.score <= 1.0 and prediction.windows >= 1
     # Up to 1M tokens: their ids (8 MB) on top of what the warm-up used, not a whole-text Encoding: a 1 MB
@@ -133,6 +146,7 @@ def test_one_hundred_thousand_texts_in_one_call(tiny_bundle, sample_texts):
     words = " ".join(sample_texts).split() + list(HOSTILE.values())[:12]
     texts = [" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(100_000)]
     scores = detector.predict_proba(texts)
+    TRIED["texts in one 100,000-text call"] += len(texts)
     assert scores.shape == (100_000,) and np.all(np.isfinite(scores))
     picks = rng.sample(range(100_000), 200)
     np.testing.assert_allclose(scores[picks], detector.predict_proba([texts[i] for i in picks]), atol=1e-6)
@@ -185,6 +199,7 @@ def test_long_texts_run_in_bounded_batches_linear_in_length(tiny_bundle, hf_toke
 def test_text_cut_into_pieces_encodes_like_the_whole(hf_tokenizer, text, size):
     """Cutting a huge text into pieces must not change its tokens, whatever characters sit at the cuts."""
     pieces = split_pieces(text, size)
+    TRIED["texts cut into pieces"] += 1
     assert "".join(pieces) == text
     whole = hf_tokenizer.encode(text, add_special_tokens=False).ids
     assert [i for p in pieces for i in hf_tokenizer.encode(p, add_special_tokens=False).ids] == whole
