@@ -1,5 +1,8 @@
 // aidetect-edge: score texts with a model bundle from the command line, no Python needed.
+#include <sys/resource.h>
+
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cmath>
 #include <cstdio>
@@ -40,6 +43,7 @@ options:
   --json             one JSON object per line: index, id, line, label, score, windows
   --digits N         decimals of the score in --json output (default 6)
   --jsonl            read every input as JSONL
+  --timing           print load and scoring times (wall and CPU) to stderr
   --version          print versions and exit
 
 tokenize prints the content-token ids of each text as {"ids": [...]} (with --words, also the normalized,
@@ -55,6 +59,7 @@ struct Args {
     bool json = false;
     bool jsonl = false;
     bool words = false;
+    bool timing = false;
     int digits = 6;
     std::vector<std::string> files;
 };
@@ -127,11 +132,13 @@ Args parse_args(int argc, char** argv) {
         } else if (arg == "--digits") {
             args.digits = parse_int(arg, value());
             if (args.digits < 0 || args.digits > 17) throw InvalidInputError("--digits must be in [0, 17]");
-        } else if (arg == "--truncate" || arg == "--json" || arg == "--jsonl" || arg == "--words") {
+        } else if (arg == "--truncate" || arg == "--json" || arg == "--jsonl" || arg == "--words" || arg == "--timing") {
             if (inline_value) throw InvalidInputError(arg + " takes no value");
-            (arg == "--truncate" ? args.options.truncation : arg == "--json" ? args.json
-                                                         : arg == "--jsonl" ? args.jsonl
-                                                                            : args.words) = true;
+            (arg == "--truncate" ? args.options.truncation
+             : arg == "--json"   ? args.json
+             : arg == "--jsonl"  ? args.jsonl
+             : arg == "--words"  ? args.words
+                                 : args.timing) = true;
         } else {
             throw InvalidInputError("unknown option " + arg + " (see `aidetect-edge --help`)");
         }
@@ -156,6 +163,14 @@ std::string format_record(long index, const aidetect::TextItem& item, const aide
     out += ", \"score\": " + nlohmann::json(rounded).dump();
     out += ", \"windows\": " + std::to_string(p.windows) + "}";
     return out;
+}
+
+/// User and system CPU time of the process so far, all threads.
+double cpu_seconds() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    const auto tv = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    return tv(usage.ru_utime) + tv(usage.ru_stime);
 }
 
 bool flush_ok() {
@@ -185,7 +200,13 @@ int run_predict(Args args) {
         }
         args.model = env;
     }
+    using Clock = std::chrono::steady_clock;
+    const auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+    const auto load_start = Clock::now();
     const auto detector = aidetect::Detector::from_pretrained(args.model, args.options);
+    const double load_s = seconds(Clock::now() - load_start);
+    Clock::duration scoring{};
+    double scoring_cpu = 0;
     aidetect::TextReader reader(args.files, args.jsonl);
     const std::size_t chunk = std::max<std::size_t>(64, 4 * static_cast<std::size_t>(args.options.batch_size));
     std::vector<aidetect::TextItem> items;
@@ -201,11 +222,19 @@ int run_predict(Args args) {
             items.push_back(std::move(item));
         }
         if (items.empty()) break;
+        const auto start = Clock::now();
+        const double cpu_start = cpu_seconds();
         const auto predictions = detector.predict(texts);
+        scoring += Clock::now() - start;
+        scoring_cpu += cpu_seconds() - cpu_start;
         std::string out;
         for (std::size_t k = 0; k < items.size(); ++k) out += format_record(index++, items[k], predictions[k], args) + "\n";
         std::cout << out;
         if (!flush_ok()) return kExitOk;
+    }
+    if (args.timing) {
+        std::fprintf(stderr, "aidetect-edge: loaded in %.3f s; scored %ld texts in %.3f s (%d threads, %.3f s CPU)\n",
+                     load_s, index, seconds(scoring), detector.threads(), scoring_cpu);
     }
     return kExitOk;
 }

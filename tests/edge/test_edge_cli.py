@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -221,3 +222,9 @@ def test_version_names_the_pinned_onnxruntime(run_edge):
     if pinned.is_file():
         assert f"ONNX Runtime {pinned.read_text().strip()}" in done.stdout
     assert run_edge("--help").stdout.startswith("usage: aidetect-edge")
+
+
+def test_timing_goes_to_stderr(run_edge, tiny_bundle):
+    done = run_edge("--model", tiny_bundle, "--threads", "1", "--timing", input="one\ntwo\n")
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 2
+    assert re.search(r"loaded in [0-9.]+ s; scored 2 texts in [0-9.]+ s \(1 threads, [0-9.]+ s CPU\)", done.stderr)

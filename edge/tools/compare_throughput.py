@@ -1,0 +1,129 @@
+"""Throughput of ``aidetect-edge`` against the Python ``Detector``: the same texts, bundle and threads.
+
+Each side loads the bundle once and is timed on scoring alone (one run each, no warm-up, batch size 16).
+Without ``--bundle``, a MiniLM-size bundle (all-MiniLM-L6-v2 converted to DistilBERT, random classifier head,
+fp32, max_length 256) is built in a temporary directory first.
+
+Usage: ``python edge/tools/compare_throughput.py [--bundle DIR] [--texts 512] [--threads 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data" / "detectgpt_family.jsonl.gz"
+BINARY = REPO / "build" / "edge" / "aidetect-edge"
+TIMING = re.compile(r"scored (\d+) texts in ([0-9.]+) s \(\d+ threads, ([0-9.]+) s CPU\)")
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # aidetect_infer and export, when run from a checkout
+
+
+def read_texts(n: int) -> list[str]:
+    """``n`` texts spread over the data set."""
+    with gzip.open(DATA, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line)["text"] for line in f]
+    step = max(1, len(rows) // n)
+    return rows[::step][:n]
+
+
+def minilm_bundle(out: Path, texts: list[str]) -> Path:
+    """A MiniLM-size fp32 bundle with a random classifier head (no trained model needed)."""
+    from export.bundle import write_bundle
+    from export.convert import load_base, save_checkpoint
+    from export.onnx_export import ExportConfig, export_onnx
+
+    model, tokenizer = load_base("minilm", seed=0)
+    checkpoint = out.parent / "checkpoint"
+    save_checkpoint(model, tokenizer, checkpoint)
+    onnx_path = export_onnx(checkpoint, out.parent / "minilm.onnx", ExportConfig(max_length=256), texts=texts[:32])
+    config = model.config
+    metadata = {
+        "name": "minilm-random-head",
+        "labels": ["human", "ai"],
+        "max_length": 256,
+        "window_stride": 192,
+        "threshold": 0.5,
+        "variant": {"precision": "fp32", "optimization": None, "quantization": None, "pruning": None},
+        "architecture": {"model_type": "distilbert", "layers": config.n_layers, "hidden_size": config.dim},
+    }
+    return write_bundle(out, onnx_path=onnx_path, tokenizer_path=checkpoint / "tokenizer.json", metadata=metadata)
+
+
+def time_python(bundle: Path, texts: list[str], threads: int) -> tuple[float, float, np.ndarray]:
+    """Wall and process CPU seconds of scoring, and the scores."""
+    from aidetect_infer import Detector
+
+    detector = Detector.from_pretrained(bundle, provider="cpu", threads=threads, batch_size=16)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    scores = detector.predict_proba(texts)
+    return time.perf_counter() - start, time.process_time() - cpu_start, scores
+
+
+def time_edge(binary: Path, bundle: Path, texts: list[str], threads: int) -> tuple[float, float, np.ndarray]:
+    """Wall and process CPU seconds of scoring (as the binary reports them), and the scores."""
+    records = "".join(json.dumps({"text": t}) + "\n" for t in texts)
+    done = subprocess.run(
+        [
+            str(binary),
+            "--model",
+            str(bundle),
+            "--threads",
+            str(threads),
+            "--batch-size",
+            "16",
+            "--jsonl",
+            "--json",
+            "--digits",
+            "12",
+            "--timing",
+        ],
+        input=records.encode("utf-8"),
+        capture_output=True,
+        check=True,
+    )
+    match = TIMING.search(done.stderr.decode())
+    if match is None:
+        raise SystemExit(f"no timing line in: {done.stderr.decode()}")
+    scores = np.array([json.loads(line)["score"] for line in done.stdout.decode().splitlines()])
+    return float(match.group(2)), float(match.group(3)), scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, help="bundle to score with; built there (MiniLM-size) if absent")
+    parser.add_argument("--binary", type=Path, default=BINARY)
+    parser.add_argument("--texts", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    texts = read_texts(args.texts)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle or Path(tmp) / "bundle"
+        if not (bundle / "aidetect.json").is_file():
+            minilm_bundle(bundle, texts)
+        py_s, py_cpu, py_scores = time_python(bundle, texts, args.threads)
+        edge_s, edge_cpu, edge_scores = time_edge(args.binary, bundle, texts, args.threads)
+    worst = float(np.abs(py_scores.astype(np.float64) - edge_scores).max())
+    n = len(texts)
+    print(f"{n} texts, {args.threads} threads, bundle {bundle}")
+    print(f"python Detector: {py_s:.2f} s wall ({n / py_s:.1f} texts/s), {py_cpu:.2f} s CPU")
+    print(f"aidetect-edge:   {edge_s:.2f} s wall ({n / edge_s:.1f} texts/s), {edge_cpu:.2f} s CPU")
+    print(
+        f"edge / python throughput: {py_s / edge_s:.2f}x wall, {py_cpu / edge_cpu:.2f}x CPU; "
+        f"max |score difference| {worst:.2e}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
