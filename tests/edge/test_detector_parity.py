@@ -35,6 +35,7 @@ def assert_parity(records: list[dict], detector: Detector, texts: list[str]) -> 
     theirs = detector.predict_proba(texts).astype(np.float64)
     worst = float(np.abs(ours - theirs).max())
     assert worst < TOLERANCE, f"max |C++ - Python| = {worst:.3g}"
+    print(f"max |C++ - Python| = {worst:.2e} over {len(texts)} texts")  # shown with pytest -s
     assert [r["windows"] for r in records] == [p.windows for p in expected]
     for record, prediction in zip(records, expected, strict=True):
         if abs(prediction.score - prediction.threshold) > TOLERANCE:
@@ -76,8 +77,12 @@ def test_options_match_python(run_edge, tiny_bundle, parity_texts, args, options
 def test_default_model_matches_python(run_edge, parity_texts):
     if not DEFAULT_MODEL_DIR.exists():
         pytest.skip(f"no shipped default model at {DEFAULT_MODEL_DIR}")
-    detector = Detector.from_pretrained(DEFAULT_MODEL_DIR, provider="cpu", threads=1)
-    assert_parity(edge_records(run_edge, DEFAULT_MODEL_DIR, parity_texts), detector, parity_texts)
+    # The default is dynamically quantized int8: activation scales are computed over the whole batch tensor,
+    # so a text's score depends on which windows share its batch. One window per batch on both sides compares
+    # the engines, not the batch composition.
+    detector = Detector.from_pretrained(DEFAULT_MODEL_DIR, provider="cpu", threads=1, batch_size=1)
+    records = edge_records(run_edge, DEFAULT_MODEL_DIR, parity_texts, "--batch-size", "1")
+    assert_parity(records, detector, parity_texts)
 
 
 def test_variant_parent_directory(run_edge, tiny_bundle, tmp_path):

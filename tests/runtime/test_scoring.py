@@ -299,7 +299,8 @@ def kill_run(tmp_path_factory, tiny_bundle, sample_texts) -> tuple[Path, list[st
     tmp = tmp_path_factory.mktemp("kill")
     words = " ".join(sample_texts).split()
     rows: list[object] = []
-    for i in range(3000):
+    # enough lines that a quiet machine cannot finish between the check below and the signal
+    for i in range(12000):
         if i % 97 == 50:
             rows.append("")
         elif i % 211 == 100:
