@@ -140,7 +140,7 @@ PIECES = st.one_of(
 TEXTS = st.lists(PIECES, max_size=10).map("".join)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(batch=st.lists(TEXTS, min_size=60, max_size=60))
 def test_generated_unicode(run_edge, tiny_tokenizer_path, minilm_tokenizer_path, batch):
     for path in (tiny_tokenizer_path, minilm_tokenizer_path):
