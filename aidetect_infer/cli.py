@@ -137,9 +137,24 @@ def _format(index: int, item: TextItem, label: str, score: float, windows: int, 
         if item.line is not None:
             record["line"] = item.line
         record.update(label=label, score=round(score, 6), windows=windows)
-        return json.dumps(record, ensure_ascii=False)
+        line = json.dumps(record, ensure_ascii=False)
+        # an id holding a lone surrogate cannot be written as UTF-8: fall back to JSON's \u escapes
+        return line if line.isascii() or _utf8_safe(line) else json.dumps(record)
     prefix = f"{item.id}\t" if item.id is not None else ""
-    return f"{prefix}{label}\t{score:.4f}"
+    return _utf8_text(f"{prefix}{label}\t{score:.4f}")
+
+
+def _utf8_safe(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _utf8_text(text: str) -> str:
+    """``text`` with unencodable code points (lone surrogates) written as backslash escapes."""
+    return text if _utf8_safe(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _run_predict(args: argparse.Namespace) -> int:

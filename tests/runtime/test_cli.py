@@ -211,3 +211,15 @@ def test_max_length_variant_and_verbose(tiny_bundle, tmp_path, capsys, sample_te
     assert record["windows"] == expected.windows > 1
     assert record["score"] == pytest.approx(expected.score, abs=1e-6)
     assert "CPUExecutionProvider" in captured.err
+
+
+def test_lone_surrogate_id_is_written_escaped(tmp_path, model_args):
+    source = tmp_path / "ids.jsonl"
+    source.write_text('{"id": "\\ud800x", "text": "hello there"}\n{"id": 2, "text": "caf\\u00e9"}\n', encoding="utf-8")
+    done = run_cli(*model_args, "--json", "--file", str(source))
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["id"] for r in records] == ["\ud800x", 2]
+    plain = run_cli(*model_args, "--file", str(source))
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines()[0].startswith("\\ud800x\t")
