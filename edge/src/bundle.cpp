@@ -144,6 +144,9 @@ BundleMetadata BundleMetadata::parse(std::string_view text, const std::string& s
     meta.threshold = d["threshold"].get<double>();
     meta.precision = d["variant"]["precision"].get<std::string>();
     meta.model_type = d["architecture"]["model_type"].get<std::string>();
+    if (const json& vocab = d["architecture"].value("vocab_size", json()); is_int(vocab)) {
+        meta.vocab_size = vocab.get<std::int64_t>();
+    }
     meta.model = file_entry(d["files"][kModelFile]);
     meta.tokenizer = file_entry(d["files"][kTokenizerFile]);
     return meta;

@@ -162,6 +162,13 @@ Detector Detector::from_pretrained(const std::string& path, const DetectorOption
         throw BundleError(bundle.tokenizer_path() + ": max_length " + std::to_string(metadata.max_length) +
                           " leaves no room after the special tokens");
     }
+    const std::int64_t top = tokenizer.max_id();
+    if (bundle.metadata.vocab_size >= 0 && top >= bundle.metadata.vocab_size) {
+        throw BundleError(bundle.tokenizer_path() + ": has " + std::to_string(top + 1) +
+                          " tokens, but the model's embedding table (architecture.vocab_size) has " +
+                          std::to_string(bundle.metadata.vocab_size) +
+                          ": it is not the tokenizer the model was trained with; " + kRebuildHint);
+    }
     const int threads = options.threads > 0 ? options.threads : default_threads();
     Session session(bundle.model_path(), threads);
     const std::size_t content = static_cast<std::size_t>(metadata.max_length) - specials;
@@ -170,6 +177,18 @@ Detector Detector::from_pretrained(const std::string& path, const DetectorOption
                                                std::move(session), threads,
                                                static_cast<std::size_t>(options.batch_size), options.truncation,
                                                content, stride});
+    // One probe batch at load, the highest token id and an empty text: a tokenizer larger than the embedding
+    // table, a class axis not 2 wide or NaN weights are refused here instead of failing (or scoring NaN) later.
+    const std::int64_t probe = top;
+    try {
+        impl->run_batch({&probe, &probe}, {1, 0});
+    } catch (const BundleError&) {
+        throw;
+    } catch (const std::exception& exc) {
+        throw BundleError(bundle.model_path() + ": fails on a probe batch holding the tokenizer's highest token id " +
+                          std::to_string(top) + " (" + exc.what() + "); is tokenizer.json the tokenizer the model was "
+                          "trained with? " + kRebuildHint);
+    }
     return Detector(std::move(impl));
 }
 

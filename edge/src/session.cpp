@@ -3,6 +3,7 @@
 #include <onnxruntime_cxx_api.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "aidetect/detector.hpp"
 #include "aidetect/errors.hpp"
@@ -26,6 +27,7 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
 }  // namespace
 
 struct Session::Impl {
+    std::string path;
     Ort::Session session{nullptr};
     std::vector<std::string> input_names;
     bool logits_fp16 = false;
@@ -94,6 +96,7 @@ Session::Session(const std::string& model_path, int threads) : impl_(std::make_u
     } catch (const Ort::Exception& exc) {
         throw BundleError(model_path + ": ONNX Runtime cannot load it (" + exc.what() + "); " + kRebuildHint);
     }
+    impl_->path = model_path;
     impl_->validate(model_path);
 }
 
@@ -117,10 +120,12 @@ std::vector<double> Session::run(const std::vector<std::int64_t>& input_ids,
     }
     const char* output = kLogits;
     auto outputs = impl_->session.Run(Ort::RunOptions{nullptr}, names.data(), values.data(), values.size(), &output, 1);
-    const auto count = static_cast<std::size_t>(rows) * 2;
-    if (outputs.size() != 1 || outputs[0].GetTensorTypeAndShapeInfo().GetElementCount() != count) {
-        throw Error("model.onnx returned logits of an unexpected shape (expected [" + std::to_string(rows) + ", 2])");
+    const auto got = outputs.empty() ? std::vector<std::int64_t>() : outputs[0].GetTensorTypeAndShapeInfo().GetShape();
+    if (got != std::vector<std::int64_t>{rows, 2}) {
+        throw BundleError(impl_->path + ": returned logits of shape " + shape_text(got) + " for " +
+                          std::to_string(rows) + " windows, not [batch, 2]; " + kRebuildHint);
     }
+    const auto count = static_cast<std::size_t>(rows) * 2;
     std::vector<double> logits(count);
     if (impl_->logits_fp16) {
         const auto* half = outputs[0].GetTensorData<Ort::Float16_t>();
@@ -128,6 +133,10 @@ std::vector<double> Session::run(const std::vector<std::int64_t>& input_ids,
     } else {
         const float* data = outputs[0].GetTensorData<float>();
         for (std::size_t i = 0; i < count; ++i) logits[i] = static_cast<double>(data[i]);
+    }
+    if (!std::all_of(logits.begin(), logits.end(), [](double x) { return std::isfinite(x); })) {
+        throw BundleError(impl_->path + ": returned non-finite logits (NaN or infinity): the model is damaged or "
+                          "numerically unstable; " + kRebuildHint);
     }
     return logits;
 }

@@ -188,6 +188,7 @@ std::vector<std::string> Tokenizer::words(std::string_view text) const {
 const std::vector<std::int64_t>& Tokenizer::prefix() const { return impl_->prefix; }
 const std::vector<std::int64_t>& Tokenizer::suffix() const { return impl_->suffix; }
 std::int64_t Tokenizer::pad_id() const { return impl_->pad_id; }
+std::int64_t Tokenizer::max_id() const { return impl_->max_id; }
 std::optional<std::int64_t> Tokenizer::token_to_id(const std::string& token) const { return lookup(*impl_, token); }
 
 }  // namespace aidetect

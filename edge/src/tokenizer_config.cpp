@@ -1,6 +1,7 @@
 // Reading tokenizer.json into Tokenizer::Impl; anything the runner cannot reproduce exactly is refused here.
 #include <algorithm>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -144,6 +145,23 @@ std::optional<std::int64_t> lookup(const Tokenizer::Impl& impl, const std::strin
 
 namespace {
 
+/// Refuse ids without a token (two entries sharing an id, or a damaged file), as the Python runtime does.
+void check_ids(Tokenizer::Impl& impl) {
+    std::set<std::int64_t> ids;
+    for (const auto& entry : impl.vocab) ids.insert(entry.second);
+    for (const auto& entry : impl.added) ids.insert(entry.second);
+    if (ids.empty()) refuse(impl.source, "the vocabulary is empty");
+    impl.max_id = *ids.rbegin();
+    if (*ids.begin() >= 0 && impl.max_id < static_cast<std::int64_t>(ids.size())) return;
+    std::string missing;
+    int shown = 0;
+    for (std::int64_t id = 0; id < static_cast<std::int64_t>(ids.size()) && shown < 10; ++id) {
+        if (ids.count(id) == 0) missing += (shown++ ? ", " : "") + std::to_string(id);
+    }
+    refuse(impl.source, "the vocabulary has no token with id [" + missing +
+                            "] (entries of tokenizer.json that share an id or were damaged)");
+}
+
 void read_specials(const json& root, Tokenizer::Impl& impl) {
     const json& processor = root.contains("post_processor") ? root["post_processor"] : json();
     if (!read_processor(processor, impl.prefix, impl.suffix)) {
@@ -186,6 +204,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& source)
         impl->bert_pre_tokenizer = pre == "BertPreTokenizer";
         read_model(root.at("model"), *impl);
         read_added_tokens(root.contains("added_tokens") ? root["added_tokens"] : json(), *impl);
+        check_ids(*impl);
         read_specials(root, *impl);
     } catch (const json::exception& exc) {
         refuse(source, std::string("not a valid tokenizers tokenizer (") + exc.what() + ")");

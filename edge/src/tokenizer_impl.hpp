@@ -49,6 +49,7 @@ struct Tokenizer::Impl {
     std::vector<std::int64_t> prefix;
     std::vector<std::int64_t> suffix;
     std::int64_t pad_id = 0;
+    std::int64_t max_id = -1;
 
     /// BertNormalizer on one piece of text.
     std::u32string normalize(std::u32string_view text) const;

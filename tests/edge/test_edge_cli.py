@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from edge_support import jsonl
+from onnx import TensorProto, helper, numpy_helper
 from runtime.graphs import pooled_graph
 
 from aidetect_infer import Detector
@@ -228,3 +230,63 @@ def test_timing_goes_to_stderr(run_edge, tiny_bundle):
     done = run_edge("--model", tiny_bundle, "--threads", "1", "--timing", input="one\ntwo\n")
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 2
     assert re.search(r"loaded in [0-9.]+ s; scored 2 texts in [0-9.]+ s \(1 threads, [0-9.]+ s CPU\)", done.stderr)
+
+
+def _refresh_checksums(bundle: Path) -> None:
+    """Record the files' present size and sha256, as a consistent but damaged writer would."""
+    meta = json.loads((bundle / "aidetect.json").read_text(encoding="utf-8"))
+    for name in ("model.onnx", "tokenizer.json"):
+        meta["files"][name] = {"sha256": sha256_file(bundle / name), "bytes": (bundle / name).stat().st_size}
+    (bundle / "aidetect.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def _token_count_graph(path: Path, then: list, classes: int | str = 2) -> None:
+    """``logits`` = ``then`` applied to each row's token count (sum of the mask), repeated over the classes."""
+    count = [
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array([1], np.int64))),
+        helper.make_node("ReduceSum", ["m", "axes"], ["n"], keepdims=1),
+    ]
+    tail = [helper.make_node("Concat", ["x", "x"], ["logits"], axis=1)] if classes == 2 else []
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "s"]) for n in ("input_ids", "attention_mask")]
+    output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", classes])
+    graph = helper.make_graph(count + then + tail, "g", inputs, [output])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_a_vocabulary_with_holes_is_refused(run_edge, bundle_copy):
+    data = json.loads((bundle_copy / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = data["model"]["vocab"]
+    vocab["a"] = vocab["b"]
+    (bundle_copy / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    _refresh_checksums(bundle_copy)
+    refuse(run_edge, bundle_copy, "tokenizer.json: the vocabulary has no token with id [39]")
+
+
+def test_a_tokenizer_larger_than_the_embeddings_is_refused(run_edge, bundle_copy):
+    edit_metadata(bundle_copy, architecture={"model_type": "distilbert", "vocab_size": 500})
+    refuse(run_edge, bundle_copy, "tokenizer.json: has 1000 tokens", "architecture.vocab_size) has 500")
+
+
+def test_a_class_axis_that_is_not_two_wide_is_refused_at_load(run_edge, bundle_copy):
+    """Logits as wide as the sequence pass the static check (the axis is symbolic); the probe at load sees 3."""
+    _token_count_graph(
+        bundle_copy / "model.onnx", [helper.make_node("Cast", ["attention_mask"], ["logits"], to=1)], "s"
+    )
+    _refresh_checksums(bundle_copy)
+    refuse(run_edge, bundle_copy, "model.onnx: returned logits of shape [2, 3] for 2 windows, not [batch, 2]")
+
+
+def test_nan_logits_are_an_error_not_a_score(run_edge, bundle_copy):
+    """sqrt(5 - tokens): finite on the short probe and short texts, NaN on longer ones: exit 2, no NaN score."""
+    five = helper.make_node("Constant", [], ["five"], value=numpy_helper.from_array(np.array(5.0, np.float32)))
+    nodes = [five, helper.make_node("Sub", ["five", "n"], ["d"]), helper.make_node("Sqrt", ["d"], ["x"])]
+    _token_count_graph(bundle_copy / "model.onnx", nodes)
+    _refresh_checksums(bundle_copy)
+    done = run_edge("--model", bundle_copy, "--json", input="one\n")
+    assert done.returncode == 0 and len(done.records()) == 1
+    done = run_edge("--model", bundle_copy, "--json", input="one\na text of more than five tokens in all\n")
+    assert done.returncode == 2 and "returned non-finite logits (NaN or infinity)" in done.stderr
+    assert "nan" not in done.stdout.lower()

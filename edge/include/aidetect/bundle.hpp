@@ -27,6 +27,7 @@ struct BundleMetadata {
     double threshold = 0.5;             ///< score >= threshold means labels[1]
     std::string precision;              ///< variant.precision: fp32, int8, fp16
     std::string model_type;             ///< architecture.model_type
+    std::int64_t vocab_size = -1;       ///< architecture.vocab_size (rows of the embedding table); -1 if absent
     FileEntry model;                    ///< files["model.onnx"]
     FileEntry tokenizer;                ///< files["tokenizer.json"]
 

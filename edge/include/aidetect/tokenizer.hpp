@@ -42,6 +42,9 @@ class Tokenizer {
     /// Id of [PAD] (or <pad>; 0 if neither exists: padding is masked out anyway).
     std::int64_t pad_id() const;
 
+    /// The highest token id of the vocabulary and added tokens.
+    std::int64_t max_id() const;
+
     /// Id of a token, from the added tokens first, then the model's vocabulary.
     std::optional<std::int64_t> token_to_id(const std::string& token) const;
 
