@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from export.metrics import roc_auc
-from export.onnx_export import ExportError
+from export.stages import ExportError
 
 
 class GateFailedError(ExportError):

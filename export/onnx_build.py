@@ -6,6 +6,10 @@ with a second parity check (:mod:`export.optimize`), int8 quantization or the fp
 (:mod:`export.quantize`), then every variant is scored by the runtime's ``Detector`` on the ``--eval`` sets and
 each reduced-precision variant must pass the accuracy gate against fp32 (:mod:`export.gates`).
 
+int8: the settings in ``BuildConfig.quantize`` are tried in order (by default :data:`INT8_LADDER`, fastest
+first: dynamic int8, dynamic with the FFN output projections as weight-only, weight-only); the first whose
+bundle passes the gate is written, and the settings that failed before it are recorded in its recipe.
+
 All or nothing: everything is built in a temporary directory beside ``--out`` and moved into place only when
 every requested variant has passed; a failure at any stage exits non-zero with a message and leaves ``--out``
 as it was.
@@ -25,52 +29,31 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from export.bundle import replace_dir, write_bundle
-from export.card import render_card
-from export.data import load_records, refuse_held_out
-from export.gates import GateConfig, apply_gate, compare_scores
-from export.onnx_eval import EvalSet, bundle_throughput, load_eval_set, score_bundle, set_metrics, torch_throughput
-from export.onnx_export import Checkpoint, ExportConfig, ExportError, export_onnx, load_checkpoint, parity_set
-from export.optimize import OptimizeConfig, optimize
-from export.quantize import QuantizeConfig, convert_fp16, quantize
+from export.bundle import replace_dir
+from export.data import in_validation, load_records, refuse_held_out
+from export.gates import GateConfig
+from export.onnx_eval import EvalSet, load_eval_set
+from export.onnx_export import Checkpoint, ExportConfig, load_checkpoint, pad_rows
+from export.onnx_variants import BuildProgress, SilentProgress, VariantBuilder, VariantReport
+from export.optimize import OptimizeConfig
+from export.quantize import QuantizeConfig
+from export.stages import ExportError
 
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("fp32", "int8", "fp16")
+INT8_LADDER = (QuantizeConfig.avx512_vnni(), QuantizeConfig.avx512_vnni_mixed(), QuantizeConfig.weight_only())
+"""The int8 settings tried by default, fastest first (see :mod:`export.quantize` for the measurements)."""
 DEFAULT_PARITY_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "outfox_essays.jsonl.gz"
 
 
 class OutputError(ExportError):
     """An output directory that cannot be written (not empty, not a directory, not writable)."""
-
-
-class BuildProgress(Protocol):
-    """What :func:`build_bundles` reports as it goes (a command shows it; the library prints nothing)."""
-
-    def stage(self, text: str) -> None:
-        """A stage starts."""
-
-    def planned(self, texts: int) -> None:
-        """This many texts will be scored in all."""
-
-    def scored(self, texts: int) -> None:
-        """This many more texts were scored."""
-
-
-class _Silent:
-    def stage(self, text: str) -> None:
-        logger.info("%s", text)
-
-    def planned(self, texts: int) -> None:
-        pass
-
-    def scored(self, texts: int) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -83,7 +66,7 @@ class BuildConfig:
         variants: Which of ``fp32``, ``int8``, ``fp16`` to write (fp32 is always built as the reference).
         export: Stage 1 settings; ``export.max_length`` is the bundle's ``max_length``.
         optimize: Stage 2 settings.
-        quantize: int8 settings.
+        quantize: int8 settings to try in order; the first whose variant passes the gate is kept.
         gate: Accuracy gate limits.
         eval_specs: ``[NAME=]PATH[@SUBSET]`` evaluation sets (see :mod:`export.onnx_eval`).
         eval_limit: At most this many texts per evaluation set.
@@ -93,7 +76,7 @@ class BuildConfig:
         name: Bundle name prefix; ``None`` takes the checkpoint directory's name.
         overwrite: Replace a non-empty ``out``.
         threads: ONNX Runtime/PyTorch threads for scoring and throughput.
-        bench_texts: How many texts the throughput sample holds (0 skips the measurement).
+        bench_texts: How many texts of the first evaluation set the throughput sample holds (0: no measurement).
     """
 
     checkpoint: Path
@@ -101,7 +84,7 @@ class BuildConfig:
     variants: tuple[str, ...] = ("fp32", "int8")
     export: ExportConfig = field(default_factory=ExportConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
-    quantize: QuantizeConfig = field(default_factory=QuantizeConfig.avx512_vnni)
+    quantize: tuple[QuantizeConfig, ...] = INT8_LADDER
     gate: GateConfig = field(default_factory=GateConfig)
     eval_specs: tuple[str, ...] = ()
     eval_limit: int | None = None
@@ -121,6 +104,8 @@ class BuildConfig:
         stride_max = self.export.max_length - 2
         if self.window_stride is not None and not 1 <= self.window_stride <= stride_max:
             raise ValueError(f"window_stride must be in [1, {stride_max}], got {self.window_stride!r}")
+        if not self.quantize or not all(isinstance(q, QuantizeConfig) for q in self.quantize):
+            raise ValueError("quantize must be a non-empty tuple of QuantizeConfig")
         if self.threads < 1 or self.bench_texts < 0:
             raise ValueError("threads must be >= 1 and bench_texts >= 0")
 
@@ -128,19 +113,6 @@ class BuildConfig:
     def stride(self) -> int:
         """The window stride in force."""
         return self.window_stride or max(1, min(self.export.max_length - 2, self.export.max_length * 3 // 4))
-
-
-@dataclass
-class VariantReport:
-    """What was measured for one variant (the summary table's row)."""
-
-    variant: str
-    path: Path
-    megabytes: float
-    parity: float
-    metrics: dict[str, dict[str, Any]]
-    gates: dict[str, Any]
-    texts_per_s: float | None = None
 
 
 def resolve_threshold(training: dict[str, Any] | None, given: float | None) -> tuple[float, str]:
@@ -185,13 +157,28 @@ def _texts_by_length(eval_sets: Sequence[EvalSet], extra: Sequence[str]) -> list
 
 
 def calibration_feeds(cfg: BuildConfig, ckpt: Checkpoint) -> tuple[list[str], list[dict[str, NDArray[np.int64]]]]:
-    """Calibration texts (training data only) and their one-window feeds, for static quantization."""
+    """Calibration texts and their one-window feeds, for static quantization.
+
+    Only training data: a file with OUTFOX test records is refused, and the validation groups of the
+    checkpoint's split (which the gates evaluate on) are left out.
+    """
     if cfg.calibration is None:
         return [], []
     records = load_records(cfg.calibration)
     refuse_held_out(records, cfg.calibration)
+    split = (ckpt.training or {}).get("config", {})
+    fraction, salt = float(split.get("val_fraction", 0.1)), str(split.get("split_salt", "aidetect"))
+    kept = [r for r in records if not in_validation(r.group, fraction, salt)]
+    logger.info("%s: %d calibration candidates (%d validation records left out)", cfg.calibration, len(kept),
+                len(records) - len(kept))  # fmt: skip
+    if not kept:
+        raise ExportError(f"{cfg.calibration}: every record is in the validation split; calibrate on training data")
+    records = kept
     rng = random.Random(0)
-    texts = [r.text for r in rng.sample(records, min(len(records), cfg.quantize.calibration_size))]
+    static = next((q for q in cfg.quantize if q.mode == "static"), None)
+    if static is None:
+        return [r.text for r in rng.sample(records, min(len(records), 64))], []
+    texts = [r.text for r in rng.sample(records, min(len(records), static.calibration_size))]
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(ckpt.tokenizer_path))
@@ -199,42 +186,8 @@ def calibration_feeds(cfg: BuildConfig, ckpt: Checkpoint) -> tuple[list[str], li
     tokenizer.enable_truncation(max_length=cfg.export.max_length)
     rows = [enc.ids for enc in tokenizer.encode_batch(texts)]
     # Histogram calibration (entropy, percentile) stacks activations, so its windows must share one length.
-    width = cfg.export.max_length if cfg.quantize.calibration_method != "minmax" else None
-    feeds = []
-    for row in rows:
-        ids = np.full((1, width or len(row)), ckpt.pad_id, dtype=np.int64)
-        ids[0, : len(row)] = row
-        feed = {"input_ids": ids, "attention_mask": (np.arange(ids.shape[1]) < len(row)).astype(np.int64)[None]}
-        if "token_type_ids" in ckpt.input_names:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        feeds.append(feed)
-    return texts, feeds
-
-
-def _labels(ckpt: Checkpoint) -> list[str]:
-    names = [str(ckpt.config.id2label.get(i, "")).lower() for i in (0, 1)]
-    return names if all(names) and not any(n.startswith("label_") for n in names) else ["human", "ai"]
-
-
-def _metadata(cfg: BuildConfig, ckpt: Checkpoint, variant: str, threshold: float, recipe: list[dict]) -> dict:
-    training = ckpt.training or {}
-    return {
-        "format_version": 1,
-        "name": f"{cfg.name or ckpt.path.name}-{variant}",
-        "labels": _labels(ckpt),
-        "max_length": cfg.export.max_length,
-        "window_stride": cfg.stride,
-        "threshold": threshold,
-        "variant": {
-            "precision": variant,
-            "optimization": cfg.optimize.level,
-            "quantization": cfg.quantize.to_dict() if variant == "int8" else None,
-            "pruning": training.get("pruning"),
-        },
-        "architecture": ckpt.architecture(),
-        "training": ckpt.training or {"checkpoint": str(ckpt.path), "note": "no training.json in the checkpoint"},
-        "recipe": recipe,
-    }
+    width = cfg.export.max_length if static.calibration_method != "minmax" else None
+    return texts, [pad_rows([row], ckpt.pad_id, ckpt.input_names, width) for row in rows]
 
 
 def build_bundles(cfg: BuildConfig, *, progress: BuildProgress | None = None) -> list[VariantReport]:
@@ -256,7 +209,7 @@ def build_bundles(cfg: BuildConfig, *, progress: BuildProgress | None = None) ->
         ExportError: Any other stage failed.
         export.data.DataError, ValueError: Unusable evaluation or calibration data.
     """
-    progress = progress or _Silent()
+    progress = progress or SilentProgress()
     out = Path(cfg.out).expanduser().resolve()
     check_output(out, cfg.overwrite)
     progress.stage("loading the checkpoint and the data")
@@ -266,21 +219,20 @@ def build_bundles(cfg: BuildConfig, *, progress: BuildProgress | None = None) ->
     if any(v != "fp32" for v in cfg.variants) and not eval_sets:
         raise ExportError(f"{', '.join(v for v in cfg.variants if v != 'fp32')} need --eval data for the gate")
     calib_texts, calib_feeds = calibration_feeds(cfg, ckpt)
-    if cfg.quantize.mode == "static" and "int8" in cfg.variants and not calib_feeds:
+    if any(q.mode == "static" for q in cfg.quantize) and "int8" in cfg.variants and not calib_feeds:
         raise ExportError("static int8 quantization needs --calibration FILE (training data)")
     progress.planned(len(set(cfg.variants) | {"fp32"}) * sum(len(s.texts) for s in eval_sets))
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
     try:
-        run = _Run(cfg, ckpt, work, eval_sets, threshold, rule, progress)
-        graphs = run.graphs(_texts_by_length(eval_sets, calib_texts), calib_feeds)
-        reference: dict[str, NDArray[np.float32]] = {}
-        reports = []
-        for variant in ["fp32", *(v for v in cfg.variants if v != "fp32")]:
-            meta, scores = run.evaluate(variant, *graphs[variant], reference)
-            reference = reference or scores
-            if variant in cfg.variants:
-                reports.append(run.write(variant, graphs[variant][0], meta))
+        run = VariantBuilder(cfg, ckpt, work, eval_sets, threshold, rule, progress)
+        graphs = run.graphs(_texts_by_length(eval_sets, calib_texts))
+        meta, reference = run.evaluate("fp32", *graphs["fp32"], {})
+        reports = [run.write("fp32", graphs["fp32"][0], meta)] if "fp32" in cfg.variants else []
+        for variant in (v for v in cfg.variants if v != "fp32"):
+            path, meta = run.int8(graphs["fp32"], calib_feeds, reference) if variant == "int8" else (
+                graphs[variant][0], run.evaluate(variant, *graphs[variant], reference)[0])  # fmt: skip
+            reports.append(run.write(variant, path, meta))
         if cfg.bench_texts:
             reports.append(run.torch_speed())
         progress.stage("moving the bundles into place")
@@ -292,104 +244,3 @@ def build_bundles(cfg: BuildConfig, *, progress: BuildProgress | None = None) ->
         if report.variant in VARIANTS:
             report.path = out / report.variant
     return reports
-
-
-@dataclass
-class _Run:
-    """One build's state: the checkpoint, the staging directory and the evaluation data."""
-
-    cfg: BuildConfig
-    ckpt: Checkpoint
-    work: Path
-    eval_sets: list[EvalSet]
-    threshold: float
-    rule: str
-    progress: BuildProgress
-
-    def graphs(
-        self, parity_texts: list[str], calib_feeds: list[dict[str, NDArray[np.int64]]]
-    ) -> dict[str, tuple[Path, list[dict[str, Any]]]]:
-        """Export, optimize, then derive the requested variants; each graph with its recipe."""
-        cfg, ckpt, stage = self.cfg, self.ckpt, self.progress.stage
-        parity = parity_set(ckpt, parity_texts, cfg.export.max_length)
-        base: list[dict[str, Any]] = []
-        stage(f"exporting ({cfg.export.exporter}, opset {cfg.export.opset}) and checking parity")
-        raw = export_onnx(ckpt, self.work / "raw.onnx", cfg.export, parity=parity, recipe=base)
-        stage(f"optimizing the graph ({cfg.optimize.level})")
-        arch = ckpt.architecture()
-        fp32 = optimize(raw, self.work / "fp32.onnx", cfg.optimize, architecture=arch, parity=parity, recipe=base)
-        base.append({"stage": "threshold", "value": self.threshold, "rule": self.rule})
-        graphs = {"fp32": (fp32, base)}
-        if "int8" in cfg.variants:
-            stage(f"quantizing to int8 ({cfg.quantize.mode})")
-            recipe = list(base)
-            calib = calib_feeds if cfg.quantize.mode == "static" else None
-            path = quantize(
-                fp32, self.work / "int8.onnx", cfg.quantize, calibration=calib, parity=parity, recipe=recipe
-            )
-            graphs["int8"] = (path, recipe)
-        if "fp16" in cfg.variants:
-            stage("converting to fp16")
-            recipe = list(base)
-            graphs["fp16"] = (convert_fp16(fp32, self.work / "fp16.onnx", parity=parity, recipe=recipe), recipe)
-        return graphs
-
-    def evaluate(
-        self, variant: str, path: Path, recipe: list[dict[str, Any]], reference: dict[str, NDArray[np.float32]]
-    ) -> tuple[dict[str, Any], dict[str, NDArray[np.float32]]]:
-        """Score a variant through the runtime, measure its metrics and (not fp32) apply the gate."""
-        meta = _metadata(self.cfg, self.ckpt, variant, self.threshold, recipe)
-        probe = write_bundle(
-            self.work / "probe" / variant, onnx_path=path, tokenizer_path=self.ckpt.tokenizer_path, metadata=meta,
-            card="", verify=False,
-        )  # fmt: skip
-        self.progress.stage(f"scoring {variant} on {', '.join(s.name for s in self.eval_sets)}")
-        scores = {
-            s.name: score_bundle(probe, s.texts, threads=self.cfg.threads, progress=self.progress.scored)
-            for s in self.eval_sets
-        }
-        meta["metrics"] = {s.name: set_metrics(s, scores[s.name], self.threshold) for s in self.eval_sets}
-        if variant == "fp32":
-            meta["gates"] = {"reference": "pytorch", "parity_max_abs_logit_diff": _parity(recipe)}
-        else:
-            per_set = {
-                s.name: compare_scores(s.labels, reference[s.name], scores[s.name], self.threshold)
-                for s in self.eval_sets
-            }
-            meta["gates"] = apply_gate(variant, per_set, self.cfg.gate)
-        return meta, scores
-
-    def write(self, variant: str, path: Path, meta: dict[str, Any]) -> VariantReport:
-        """Write the variant's final bundle (verified by the runtime) and measure its throughput."""
-        self.progress.stage(f"writing the {variant} bundle")
-        bundle = write_bundle(
-            self.work / "bundles" / variant, onnx_path=path, tokenizer_path=self.ckpt.tokenizer_path,
-            metadata=meta, card=render_card(meta, threshold_rule=self.rule),
-        )  # fmt: skip
-        bench = _bench_sample(self.eval_sets, self.cfg.bench_texts)
-        speed = bundle_throughput(bundle, bench, threads=self.cfg.threads) if bench else None
-        return VariantReport(
-            variant=variant, path=bundle, megabytes=path.stat().st_size / 1e6, parity=_parity(meta["recipe"]),
-            metrics=meta["metrics"], gates=meta["gates"], texts_per_s=speed,
-        )  # fmt: skip
-
-    def torch_speed(self) -> VariantReport:
-        """The PyTorch model's throughput on the same sample, as the baseline row."""
-        self.progress.stage("measuring PyTorch throughput")
-        bench = _bench_sample(self.eval_sets, self.cfg.bench_texts)
-        speed = None
-        if bench:
-            speed = torch_throughput(
-                self.ckpt.model, self.ckpt.tokenizer_path, bench, max_length=self.cfg.export.max_length,
-                threads=self.cfg.threads, input_names=self.ckpt.input_names,
-            )  # fmt: skip
-        return VariantReport("pytorch", self.ckpt.path, float("nan"), float("nan"), {}, {}, speed)
-
-
-def _parity(recipe: list[dict[str, Any]]) -> float:
-    return next(float(r["parity_max_abs_logit_diff"]) for r in reversed(recipe) if "parity_max_abs_logit_diff" in r)
-
-
-def _bench_sample(eval_sets: Sequence[EvalSet], n: int) -> list[str]:
-    pool = [t for s in eval_sets for t in s.texts]
-    return random.Random(0).sample(pool, min(n, len(pool))) if n and pool else []

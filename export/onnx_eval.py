@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from aidetect_infer import Detector
 from export.data import filter_records, in_validation, load_records
 from export.metrics import binary_metrics
+from export.onnx_export import Checkpoint, pad_rows, torch_logits
 
 logger = logging.getLogger(__name__)
 
@@ -154,38 +155,28 @@ def bundle_throughput(
 
 
 def torch_throughput(
-    model: Any, tokenizer_path: str | os.PathLike[str], texts: Sequence[str], *, max_length: int,
-    threads: int = 2, batch_size: int = 16, input_names: Sequence[str] = ("input_ids", "attention_mask"),
-) -> float:  # fmt: skip
+    checkpoint: Checkpoint, texts: Sequence[str], *, max_length: int, threads: int = 2, batch_size: int = 16
+) -> float:
     """Texts per second of the PyTorch model doing the same work as :func:`bundle_throughput`.
 
-    Tokenizes, sorts by length, pads each batch to its longest text, runs the model, takes P(AI).
+    Tokenizes (first window), sorts by length, pads each batch to its longest text, runs the model, softmax.
     """
     import torch
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer = Tokenizer.from_file(str(checkpoint.tokenizer_path))
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_length)
+
+    def run(batch_texts: Sequence[str]) -> None:
+        rows = sorted((e.ids for e in tokenizer.encode_batch(list(batch_texts))), key=len)
+        for i in range(0, len(rows), batch_size):
+            feed = pad_rows(rows[i : i + batch_size], checkpoint.pad_id, checkpoint.input_names)
+            torch.softmax(torch.from_numpy(torch_logits(checkpoint.model, feed)), dim=-1)
+
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-
-        def run(batch_texts: Sequence[str]) -> None:
-            rows = sorted((e.ids for e in tokenizer.encode_batch(list(batch_texts))), key=len)
-            for i in range(0, len(rows), batch_size):
-                part = rows[i : i + batch_size]
-                ids = torch.zeros((len(part), max(map(len, part))), dtype=torch.int64)
-                mask = torch.zeros_like(ids)
-                for j, row in enumerate(part):
-                    ids[j, : len(row)] = torch.tensor(row)
-                    mask[j, : len(row)] = 1
-                feed = {"input_ids": ids, "attention_mask": mask}
-                if "token_type_ids" in input_names:
-                    feed["token_type_ids"] = torch.zeros_like(ids)
-                with torch.inference_mode():
-                    torch.softmax(model(**feed).logits.float(), dim=-1)[:, 1].numpy()
-
         run(texts[:batch_size])
         start = time.perf_counter()
         run(texts)

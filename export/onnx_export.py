@@ -31,20 +31,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
-from aidetect_infer.session import create_session
+from export.stages import CheckpointError, ParitySet, run_stage, staged_file
 
 logger = logging.getLogger(__name__)
 
@@ -54,39 +52,6 @@ TOKENIZER_FILE = "tokenizer.json"
 TRAINING_FILE = "training.json"
 _MIN_PARITY_LENGTH = 16
 _PARITY_TEXTS = 8
-T = TypeVar("T")
-
-
-class ExportError(Exception):
-    """A failure of the export pipeline (checkpoint, parity, optimization, quantization, gates, output)."""
-
-
-class CheckpointError(ExportError, ValueError):
-    """A checkpoint directory that cannot be exported; the message names the path and what is wrong."""
-
-
-class ParityError(ExportError):
-    """An ONNX graph whose logits differ from the reference by more than the tolerance."""
-
-
-@contextmanager
-def staged_file(out_path: Path, prefix: str) -> Iterator[Path]:
-    """Yield a temporary path next to ``out_path``; move it into place only if the block succeeds."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{prefix}-") as tmp:
-        staged = Path(tmp) / out_path.name
-        yield staged
-        os.replace(staged, out_path)
-
-
-def run_stage(what: str, fn: Callable[[], T]) -> T:
-    """Call ``fn``; an exception other than :class:`ExportError` becomes one that says ``what`` failed."""
-    try:
-        return fn()
-    except ExportError:
-        raise
-    except Exception as exc:  # torch, onnx and onnxruntime raise assorted types; keep the cause chained
-        raise ExportError(f"{what} failed: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,48 +186,6 @@ def load_checkpoint(checkpoint: str | os.PathLike[str] | Checkpoint) -> Checkpoi
     return Checkpoint(path=path, model=model.eval(), config=config, input_names=names, training=training)
 
 
-@dataclass(frozen=True)
-class ParitySet:
-    """Inputs and the reference logits every exported graph must reproduce.
-
-    Attributes:
-        feeds: ONNX Runtime input dicts (one padded batch of mixed lengths, then single texts).
-        logits: The reference logits per feed, float32 ``[batch, 2]``.
-    """
-
-    feeds: tuple[dict[str, NDArray[np.int64]], ...]
-    logits: tuple[NDArray[np.float32], ...]
-
-    @property
-    def lengths(self) -> list[int]:
-        """The token lengths of the texts in the mixed batch."""
-        return [int(n) for n in self.feeds[0]["attention_mask"].sum(axis=1)]
-
-    def max_abs_diff(self, onnx_path: str | os.PathLike[str], *, threads: int = 2) -> float:
-        """Run ``onnx_path`` on CPU over the feeds; return the max abs logit difference to the reference."""
-        session = create_session(onnx_path, provider="cpu", threads=threads)
-        wanted = {i.name for i in session.get_inputs()}
-        worst = 0.0
-        for feed, ref in zip(self.feeds, self.logits, strict=True):
-            out = session.run(["logits"], {k: v for k, v in feed.items() if k in wanted})[0]
-            if out.shape != ref.shape:
-                raise ParityError(f"{onnx_path}: logits shape {out.shape}, expected {ref.shape}")
-            diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-            worst = max(worst, float(np.nan_to_num(diff, nan=np.inf).max()))
-        return worst
-
-    def check(self, onnx_path: str | os.PathLike[str], atol: float, what: str) -> float:
-        """Like :meth:`max_abs_diff`, but raise :class:`ParityError` above ``atol``; returns the difference."""
-        diff = self.max_abs_diff(onnx_path)
-        if not diff < atol:
-            raise ParityError(
-                f"{what}: max abs logit difference {diff:.3g} against PyTorch exceeds {atol:g} "
-                f"(texts of {self.lengths} tokens); nothing was written"
-            )
-        logger.info("%s: parity max abs logit difference %.3g (limit %g)", what, diff, atol)
-        return diff
-
-
 def parity_set(checkpoint: Checkpoint, texts: Sequence[str], max_length: int) -> ParitySet:
     """Build the parity inputs from real texts and compute PyTorch's logits for them.
 
@@ -290,12 +213,15 @@ def parity_set(checkpoint: Checkpoint, texts: Sequence[str], max_length: int) ->
         rows.append(tokenizer.encode(text).ids)
     by_length = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     groups = [rows, [rows[by_length[0]]], [rows[by_length[-1]]]]
-    feeds = tuple(_pad(group, checkpoint.pad_id, checkpoint.input_names) for group in groups)
+    feeds = tuple(pad_rows(group, checkpoint.pad_id, checkpoint.input_names) for group in groups)
     return ParitySet(feeds=feeds, logits=tuple(torch_logits(checkpoint.model, f) for f in feeds))
 
 
-def _pad(rows: list[list[int]], pad_id: int, names: tuple[str, ...]) -> dict[str, NDArray[np.int64]]:
-    width = max(len(r) for r in rows)
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, names: Sequence[str], width: int | None = None
+) -> dict[str, NDArray[np.int64]]:
+    """Token id rows as one feed dict, padded to ``width`` (default: the longest row); token types are 0."""
+    width = width or max(len(r) for r in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from export.onnx_export import ParitySet, run_stage, staged_file
+from export.stages import ParitySet, run_stage, staged_file
 
 logger = logging.getLogger(__name__)
 

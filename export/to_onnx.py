@@ -25,17 +25,21 @@ from pathlib import Path
 
 from export.data import DataError
 from export.gates import GateConfig, GateFailedError
-from export.onnx_build import VARIANTS, BuildConfig, VariantReport, build_bundles
-from export.onnx_export import EXPORTERS, ExportConfig, ExportError, ParityError
+from export.onnx_build import INT8_LADDER, VARIANTS, BuildConfig, VariantReport, build_bundles
+from export.onnx_export import EXPORTERS, ExportConfig
 from export.optimize import LEVELS, OptimizeConfig
 from export.quantize import QuantizeConfig
+from export.stages import ExportError, ParityError
 
 logger = logging.getLogger(__name__)
 
 INT8_PRESETS = {
-    "avx512_vnni": QuantizeConfig.avx512_vnni,
-    "avx2": QuantizeConfig.avx2,
-    "static_qdq": QuantizeConfig.static_qdq,
+    "auto": INT8_LADDER,
+    "avx512_vnni": (QuantizeConfig.avx512_vnni(),),
+    "avx512_vnni_mixed": (QuantizeConfig.avx512_vnni_mixed(),),
+    "weight_only": (QuantizeConfig.weight_only(),),
+    "avx2": (QuantizeConfig.avx2(),),
+    "static_qdq": (QuantizeConfig.static_qdq(),),
 }
 EXIT_FAILED_CHECK = 1  # parity or accuracy gate not met
 EXIT_BAD_INPUT = 2  # checkpoint, data, output directory or options
@@ -54,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 18 for dynamo)")
     p.add_argument("--exporter", choices=EXPORTERS, default="torchscript")
     p.add_argument("--optimize", choices=LEVELS, default="O2", help="graph optimization level")
-    p.add_argument("--int8", choices=sorted(INT8_PRESETS), default="avx512_vnni", help="int8 quantization preset")
+    p.add_argument(
+        "--int8", choices=list(INT8_PRESETS), default="auto",
+        help="int8 preset; auto tries avx512_vnni, avx512_vnni_mixed, weight_only and keeps the first that passes",
+    )  # fmt: skip
     p.add_argument("--calibration", type=Path, help="training data for static int8 calibration")
     p.add_argument("--eval", nargs="+", default=[], metavar="SPEC", help="held-out sets, [NAME=]PATH[@SUBSET]")
     p.add_argument("--eval-limit", type=int, default=None, help="at most this many texts per evaluation set")
@@ -67,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="bundle name prefix (default: the checkpoint directory name)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--threads", type=int, default=2, help="threads for scoring and throughput")
-    p.add_argument("--bench-texts", type=int, default=64, help="texts in the throughput sample (0: skip)")
+    p.add_argument("--bench-texts", type=int, default=64, help="texts of the first --eval set to time (0: skip)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -94,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         variants=tuple(dict.fromkeys(args.variant)),
         export=ExportConfig(opset=opset, exporter=args.exporter, max_length=max_length),
         optimize=OptimizeConfig(level=args.optimize),
-        quantize=INT8_PRESETS[args.int8](),
+        quantize=INT8_PRESETS[args.int8],
         gate=GateConfig(args.gate_auc_drop, args.gate_agreement, args.gate_prob_diff),
         eval_specs=tuple(args.eval),
         eval_limit=args.eval_limit,
@@ -130,7 +137,10 @@ def summary_table(reports: Sequence[VariantReport]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 written, 1 a check failed, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    # The quantizer logs advice on the root logger; show only this project's messages below ERROR.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("export", "aidetect_infer"):
+        logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
     from tqdm.auto import tqdm
 
     try:

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from export.gates import GateConfig, GateFailedError, apply_gate, compare_scores
 from export.metrics import roc_auc
-from export.onnx_export import ExportConfig, ExportError, export_onnx, load_checkpoint, parity_set
+from export.onnx_export import ExportConfig, export_onnx, load_checkpoint, parity_set
 from export.optimize import OptimizeConfig, optimize
 from export.quantize import QuantizeConfig, convert_fp16, quantize
+from export.stages import ExportError
 
 MAX_LENGTH = 64
 
@@ -88,6 +89,35 @@ def test_dynamic_int8_quantizes_matmuls(stage_inputs: Any, tmp_path: Path, fused
     assert np.abs(probabilities(parity, out) - probabilities(parity, src)).max() < 0.05
 
 
+def test_excluded_nodes_stay_float(stage_inputs: Any, tmp_path: Path) -> None:
+    ckpt, parity, raw = stage_inputs
+    src = optimize(raw, tmp_path / "o2.onnx", OptimizeConfig("O2"), architecture=ckpt.architecture(), parity=parity)
+    lin2 = [n.name for n in onnx.load(str(src)).graph.node if "ffn/lin2" in n.name]
+    assert len(lin2) == 2
+    cfg = dataclasses.replace(QuantizeConfig.avx512_vnni(), exclude=("ffn/lin2",))
+    out = quantize(src, tmp_path / "int8.onnx", cfg)
+    kept = {n.name: n.op_type for n in onnx.load(str(out)).graph.node}
+    assert all(kept[name] == "MatMul" for name in lin2)
+    assert "MatMulInteger" in kept.values() or "DynamicQuantizeMatMul" in kept.values()
+    assert cfg.to_dict()["exclude"] == ["ffn/lin2"]
+
+
+@pytest.mark.parametrize("preset", ["avx512_vnni_mixed", "weight_only"])
+def test_weight_only_blocks(stage_inputs: Any, tmp_path: Path, preset: str) -> None:
+    ckpt, parity, raw = stage_inputs
+    src = optimize(raw, tmp_path / "o2.onnx", OptimizeConfig("O2"), architecture=ckpt.architecture(), parity=parity)
+    out = quantize(src, tmp_path / "int8.onnx", getattr(QuantizeConfig, preset)(), parity=parity)
+    nodes = {n.name: n.op_type for n in onnx.load(str(out)).graph.node}
+    lin2 = [name for name in nodes if "ffn/lin2" in name]
+    assert len(lin2) == 2 and all(nodes[name] == "MatMulNBits" for name in lin2)
+    if preset == "weight_only":
+        assert "MatMul" not in nodes.values() and "Attention" in nodes.values()
+        assert parity.max_abs_diff(out) < parity.max_abs_diff(quantize(src, tmp_path / "d.onnx", QuantizeConfig()))
+    else:
+        assert "QAttention" in nodes.values() and "MatMulInteger" in nodes.values()
+    assert np.abs(probabilities(parity, out) - probabilities(parity, src)).max() < 0.05
+
+
 def test_static_qdq_needs_and_uses_calibration(stage_inputs: Any, tmp_path: Path) -> None:
     ckpt, parity, raw = stage_inputs
     cfg = QuantizeConfig.static_qdq(size=4)
@@ -117,6 +147,14 @@ def test_quantize_config_presets_and_validation() -> None:
     vnni = QuantizeConfig.avx512_vnni()
     assert (vnni.mode, vnni.weight_type, vnni.per_channel, vnni.reduce_range) == ("dynamic", "QInt8", True, False)
     assert QuantizeConfig.avx2().reduce_range
+    assert QuantizeConfig.weight_only().to_dict() == {
+        "mode": "weight_only",
+        "bits": 8,
+        "block_size": 32,
+        "accuracy_level": 4,
+    }
+    mixed = QuantizeConfig.avx512_vnni_mixed()
+    assert mixed.exclude_weight_only and mixed.to_dict()["excluded_as"].startswith("weight_only")
     static = QuantizeConfig.static_qdq("entropy", 32)
     assert static.to_dict()["calibration_method"] == "entropy" and static.calibration_size == 32
     for bad in (
@@ -126,6 +164,10 @@ def test_quantize_config_presets_and_validation() -> None:
         {"calibration_method": "mse"},
         {"calibration_size": 0},
         {"op_types": ()},
+        {"exclude": ("",)},
+        {"exclude": ("(",)},
+        {"block_size": 24},
+        {"exclude": "lin2"},
     ):
         with pytest.raises(ValueError):
             QuantizeConfig(**bad)
