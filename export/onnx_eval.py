@@ -198,12 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from export.data import DataError
 
     try:
-        threshold = load_bundle(args.bundle).metadata.threshold
+        metadata = load_bundle(args.bundle).metadata
+        training = metadata.optional.get("training")  # the split settings behind @validation
         out = {}
         for spec in args.eval:
-            eval_set = load_eval_set(spec, limit=args.limit)
+            eval_set = load_eval_set(spec, training=training, limit=args.limit)
             scores = score_bundle(args.bundle, eval_set.texts, threads=args.threads)
-            out[eval_set.name] = set_metrics(eval_set, scores, threshold)
+            out[eval_set.name] = set_metrics(eval_set, scores, metadata.threshold)
     except (AidetectError, DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

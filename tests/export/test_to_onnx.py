@@ -353,3 +353,16 @@ def test_card_without_training_or_gates() -> None:
             "gates": {"parity_max_abs_logit_diff": 1e-6}, "metrics": {}}  # fmt: skip
     card = render_card(meta, threshold_rule="default")
     assert "training data is not recorded" in card and "## Parity" in card and "## Accuracy gate" not in card
+
+
+def test_onnx_eval_command_reproduces_the_recorded_metrics(
+    built: dict[str, Any], separable_eval: tuple[Path, float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from export.onnx_eval import main
+
+    assert main(["--bundle", str(built["out"] / "int8"), "--eval", f"heldout={separable_eval[0]}"]) == 0
+    printed = json.loads(capsys.readouterr().out)["heldout"]
+    recorded = json.loads((built["out"] / "int8" / "aidetect.json").read_text())["metrics"]["heldout"]
+    assert printed["roc_auc"] == pytest.approx(recorded["roc_auc"], abs=1e-9)
+    assert printed["accuracy"] == pytest.approx(recorded["accuracy"])
+    assert main(["--bundle", str(built["out"]), "--eval", "missing.jsonl"]) == 2
