@@ -48,6 +48,7 @@ class Engine:
         name: One of :data:`ENGINES`.
         max_length: The longest input the model takes (tokens, special tokens included).
         precision: ``"fp32"`` or ``"int8"`` (the bundle's own for ``aidetect-default``).
+        window_stride: Tokens between windows of a longer text (aidetect engines), else ``None``.
         make_scorer: ``make_scorer(batch_size, max_length, truncation)`` returns the scorer for those settings.
     """
 
@@ -55,6 +56,7 @@ class Engine:
     max_length: int
     precision: str
     make_scorer: Callable[[int, int, bool], Scorer]
+    window_stride: int | None = None
 
     def scorer(self, batch_size: int, max_length: int, *, truncation: bool = True) -> Scorer:
         """A scorer that runs ``batch_size`` texts per call, truncated at ``max_length`` (capped at the model's).
@@ -95,7 +97,8 @@ def _load_aidetect(models: Models, name: str, threads: int) -> Engine:
         )  # fmt: skip
         return lambda texts: detector.predict_proba(list(texts)).astype(np.float64)
 
-    return Engine(name, bundle.metadata.max_length, bundle.metadata.precision, make)
+    meta = bundle.metadata
+    return Engine(name, meta.max_length, meta.precision, make, window_stride=meta.window_stride)
 
 
 def load_hf_model(models: Models, name: str, threads: int = THREADS) -> Any:

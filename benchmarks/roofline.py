@@ -6,12 +6,12 @@ head is pruned), the attention scores and the weighted sum ``2·L·a`` (``L`` = 
 feed-forward ``2·d·f``; per sequence, the classification head ``d² + 2·d``. Embedding look-ups, LayerNorm,
 softmax and GELU are left out (a few percent). The peak is measured, not taken from a data sheet: a large fp32
 matrix product through numpy (OpenBLAS) and a large u8 × s8 one through ONNX Runtime's ``MatMulInteger``
-(the kernel a dynamically quantized model runs), both on the benchmark's thread count.
+(the kernel a dynamically quantized model runs), both on the benchmark's thread count; ONNX Runtime's own fp32
+``MatMul`` is measured too, and the higher fp32 figure is the peak.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,49 +110,48 @@ def fp32_matmul(size: int = PEAK_SIZE, threads: int = 2) -> tuple[Callable[[], A
     return run, 2 * size**3
 
 
-def int8_matmul(
-    workdir: Path, size: int = PEAK_SIZE, threads: int = 2
+def ort_matmul(
+    workdir: Path, precision: str, size: int = PEAK_SIZE, threads: int = 2
 ) -> tuple[Callable[[], Any], int, tuple[np.ndarray, np.ndarray]]:
-    """A u8 × s8 ``size³`` product through ONNX Runtime's ``MatMulInteger`` (int32 out) and its operations.
+    """A ``size³`` matrix product through ONNX Runtime on ``threads`` threads, and its operations.
 
-    The s8 weight is a graph initializer and the u8 activation an input, the layout of a dynamically quantized
-    model's matrix products.
+    ``"int8"``: u8 activation × s8 weight with ``MatMulInteger`` (int32 out), the kernel of a dynamically
+    quantized model's products; ``"fp32"``: ``MatMul`` (ONNX Runtime's own fp32 kernels, which can beat numpy's
+    BLAS). The weight is a graph initializer and the activation an input, as in a model.
 
     Returns:
-        ``(run, ops, (activation, weight))``; ``run()`` computes one product (a list holding the int32 result).
+        ``(run, ops, (activation, weight))``; ``run()`` computes one product (a list holding the result).
+
+    Raises:
+        ValueError: An unknown precision.
     """
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    weight = rng.integers(-128, 128, size=(size, size), dtype=np.int8)
+    if precision == "int8":
+        weight = rng.integers(-128, 128, size=(size, size), dtype=np.int8)
+        activation = rng.integers(0, 256, size=(size, size), dtype=np.uint8)
+        op, types = "MatMulInteger", (TensorProto.UINT8, TensorProto.INT32)
+    elif precision == "fp32":
+        weight = rng.standard_normal((size, size), dtype=np.float32)
+        activation = rng.standard_normal((size, size), dtype=np.float32)
+        op, types = "MatMul", (TensorProto.FLOAT, TensorProto.FLOAT)
+    else:
+        raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])],
-        "int8_peak",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size])],
-        [helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])],
+        [helper.make_node(op, ["a", "w"], ["y"])],
+        f"{precision}_peak",
+        [helper.make_tensor_value_info("a", types[0], [size, size])],
+        [helper.make_tensor_value_info("y", types[1], [size, size])],
         [numpy_helper.from_array(weight, "w")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path = workdir / "matmul_integer.onnx"
-    onnx.save(model, str(path))
+    path = workdir / f"matmul_{precision}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    feed = {"a": rng.integers(0, 256, size=(size, size), dtype=np.uint8)}
-    return (lambda: session.run(None, feed)), 2 * size**3, (feed["a"], weight)
-
-
-def measure(run: Callable[[], Any], ops: int, repeats: int = 5) -> float:
-    """Best achieved GOP/s of ``run`` over ``repeats`` calls (after one warm-up call)."""
-    run()
-    best = min(_timed(run) for _ in range(repeats))
-    return ops / best / 1e9
-
-
-def _timed(run: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
+    feed = {"a": activation}
+    return (lambda: session.run(None, feed)), 2 * size**3, (activation, weight)

@@ -38,10 +38,11 @@ def source_text() -> str:
 
 
 def _windows(engine: Engine, tokens: int) -> int:
+    """How many windows ``Detector`` scores for a text of ``tokens`` tokens (``[CLS]``/``[SEP]`` framing)."""
     from aidetect_infer.tokenization import window_spans
 
     content = engine.max_length - 2
-    return len(window_spans(tokens - 2, content, max(1, 3 * content // 4)))
+    return len(window_spans(tokens - 2, content, min(engine.window_stride or content, content)))
 
 
 @pytest.mark.parametrize("tokens", TOKENS)
