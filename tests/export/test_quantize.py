@@ -112,7 +112,7 @@ def test_weight_only_blocks(stage_inputs: Any, tmp_path: Path, preset: str) -> N
     assert len(lin2) == 2 and all(nodes[name] == "MatMulNBits" for name in lin2)
     if preset == "weight_only":
         assert "MatMul" not in nodes.values() and "Attention" in nodes.values()
-        assert parity.max_abs_diff(out) < parity.max_abs_diff(quantize(src, tmp_path / "d.onnx", QuantizeConfig()))
+        assert not {"DynamicQuantizeLinear", "MatMulInteger", "QAttention"} & set(nodes.values())  # float activations
     else:
         assert "QAttention" in nodes.values() and "MatMulInteger" in nodes.values()
     assert np.abs(probabilities(parity, out) - probabilities(parity, src)).max() < 0.05
