@@ -233,3 +233,21 @@ def test_apply_gate_limits() -> None:
     for bad in ({"max_auc_drop": float("nan")}, {"min_agreement": "high"}, {"max_prob_diff": -0.1}):
         with pytest.raises(ValueError):
             GateConfig(**bad)
+
+
+@pytest.mark.parametrize("preset", ["avx512_vnni", "weight_only"])
+def test_embedding_tables_quantized_on_request(stage_inputs: Any, tmp_path: Path, preset: str) -> None:
+    ckpt, parity, raw = stage_inputs
+    src = optimize(raw, tmp_path / "o2.onnx", OptimizeConfig("O2"), architecture=ckpt.architecture(), parity=parity)
+    cfg = getattr(QuantizeConfig, preset)()
+    plain = quantize(src, tmp_path / "plain.onnx", cfg)
+    tables = quantize(src, tmp_path / "tables.onnx", dataclasses.replace(cfg, embeddings=True))
+    assert "EmbedLayerNormalization" in ops(plain) and "EmbedLayerNormalization" not in ops(tables)
+    assert "QEmbedLayerNormalization" in ops(tables)
+    # the word and position tables ((vocabulary + positions) x dim floats) shrink to a quarter, nothing else
+    config = ckpt.model.config
+    tables_bytes = (config.vocab_size + config.max_position_embeddings) * config.dim * 4
+    saved = plain.stat().st_size - tables.stat().st_size
+    assert 0.72 * tables_bytes < saved < 0.76 * tables_bytes
+    assert dataclasses.replace(cfg, embeddings=True).to_dict()["embeddings"] == "int8"
+    assert np.abs(probabilities(parity, tables) - probabilities(parity, plain)).max() < 0.05

@@ -287,6 +287,17 @@ def test_threshold_rule() -> None:
     assert resolve_threshold({"seed": 1}, None)[0] == 0.5
 
 
+def test_quantize_embeddings_applies_to_every_int8_setting(tmp_path: Path) -> None:
+    from export.to_onnx import build_parser, config_from_args
+
+    argv = ["--checkpoint", str(tmp_path), "--out", str(tmp_path / "out"), "--max-length", "64"]
+    plain = config_from_args(build_parser().parse_args(argv))
+    tables = config_from_args(build_parser().parse_args([*argv, "--quantize-embeddings"]))
+    assert len(tables.quantize) == len(plain.quantize) == 3
+    assert not any(q.embeddings for q in plain.quantize) and all(q.embeddings for q in tables.quantize)
+    assert [dataclasses.replace(q, embeddings=False) for q in tables.quantize] == list(plain.quantize)
+
+
 def test_training_threshold_reaches_the_bundle(tiny_checkpoint: Path, tmp_path: Path, cli: Any) -> None:
     ckpt = tmp_path / "trained"
     shutil.copytree(tiny_checkpoint, ckpt)
