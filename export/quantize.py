@@ -22,14 +22,15 @@ static QDQ MatMul, minmax, 128 windows         1.17x  -            0.0007 / 0.00
 =============================================  =====  ===========  =================  ==================
 
 Choices: signed 8-bit weights (QInt8) without ``reduce_range``: VNNI multiplies u8 activations by s8 weights
-natively, so QUInt8 weights run 1.5x slower, and ``reduce_range`` (7-bit weights, needed only on CPUs without
-VNNI) loses accuracy for no speed. The embedding tables are not quantized by default (it saves memory only and
-costs agreement); ``embeddings=True`` (``--quantize-embeddings``) does it where size matters. Almost all of
-the dynamic error comes from the FFN output projections (``ffn/lin2``) of the first layers, whose inputs (GELU outputs) have outliers that per-tensor activation scales resolve poorly (margin rmse
-0.59 quantizing those alone, 0.19 quantizing all the rest). Hence the presets, fastest first: ``avx512_vnni``,
-``avx512_vnni_mixed`` (those projections as 8-bit weight-only blocks, ``MatMulNBits``), ``weight_only`` (all
-matrix products outside the fused attention). Static QDQ is slower than dynamic and less accurate than
-weight-only; it stays available (``static_qdq``) for graphs where calibration helps.
+natively, so QUInt8 weights run 1.5x slower, and ``reduce_range`` (7-bit weights, needed only on CPUs without VNNI)
+loses accuracy for no speed. The embedding tables are not quantized by default (it saves memory only and costs
+agreement); ``embeddings=True`` (``--quantize-embeddings``) does it where size matters. Almost all of the dynamic
+error comes from the FFN output projections (``ffn/lin2``) of the first layers, whose inputs (GELU outputs) have
+outliers that per-tensor activation scales resolve poorly (margin rmse 0.59 quantizing those alone, 0.19 quantizing
+all the rest). Hence the presets, fastest first: ``avx512_vnni``, ``avx512_vnni_mixed`` (those projections as 8-bit
+weight-only blocks, ``MatMulNBits``), ``weight_only`` (all matrix products outside the fused attention). Static QDQ
+is slower than dynamic and less accurate than weight-only; it stays available (``static_qdq``) for graphs where
+calibration helps.
 """
 
 from __future__ import annotations
