@@ -14,6 +14,7 @@ only the standard library at load time, so the cold-start subprocess measures th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata as md
 import inspect
@@ -249,7 +250,7 @@ def _build_bundles(models: Models, parity_texts: Sequence[str]) -> None:
     arch = ckpt.architecture()
     fp32 = optimize(raw, work / "fp32.onnx", OptimizeConfig("O2"), architecture=arch, parity=parity, recipe=base)
     int8_recipe = list(base)
-    cfg = QuantizeConfig.avx512_vnni()
+    cfg = dataclasses.replace(QuantizeConfig.avx512_vnni(), embeddings=True)  # as the default model is built
     int8 = quantize(fp32, work / "int8.onnx", cfg, parity=parity, recipe=int8_recipe)
     for variant, path, recipe in (("fp32", fp32, base), ("int8", int8, int8_recipe)):
         meta = {
