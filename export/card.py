@@ -45,6 +45,16 @@ def _variant_line(variant: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _architecture_rows(arch: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    rows = [(k, v) for k, v in arch.items() if not isinstance(v, Mapping)]
+    pruned = arch.get("pruned_heads")
+    if isinstance(pruned, Mapping) and pruned and isinstance(arch.get("heads"), int):
+        kept = sorted({arch["heads"] - len(v) for v in pruned.values() if isinstance(v, list)})
+        per_layer = "/".join(map(str, kept))
+        rows = [(k, f"{per_layer} of {v} per layer (structurally pruned)" if k == "heads" else v) for k, v in rows]
+    return rows
+
+
 def _training_section(training: Mapping[str, Any] | None, threshold: float, rule: str) -> list[str]:
     lines = ["## Training data", ""]
     if not training:
@@ -54,8 +64,14 @@ def _training_section(training: Mapping[str, Any] | None, threshold: float, rule
         rows = [(d.get("path"), d.get("sha256", "")[:16]) for d in data if isinstance(d, Mapping)]
         if rows:
             lines += _table(("file", "sha256 (first 16)"), rows) + [""]
+        source = training.get("source")
+        before = source.get("training") if isinstance(source, Mapping) else None
         counts = training.get("counts")
-        if isinstance(counts, Mapping):
+        if isinstance(before, Mapping) and isinstance(before.get("counts"), Mapping):
+            lines.append("Fine-tuning texts: " + ", ".join(f"{k} {v}" for k, v in before["counts"].items()) + ".")
+            if isinstance(counts, Mapping):
+                lines.append("Recovery after pruning: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+        elif isinstance(counts, Mapping):
             lines.append("Texts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
         if "seed" in training:
             lines.append(f"Seed: {training['seed']}.")
@@ -88,7 +104,7 @@ def render_card(metadata: Mapping[str, Any], *, threshold_rule: str = "") -> str
         "",
         "## Model",
         "",
-        *_table(("property", "value"), [(k, v) for k, v in arch.items() if not isinstance(v, Mapping)]),
+        *_table(("property", "value"), _architecture_rows(arch)),
         "",
         f"Windows of {metadata.get('max_length')} tokens advancing by {metadata.get('window_stride')}.",
         "",

@@ -366,6 +366,16 @@ def test_card_without_training_or_gates() -> None:
     assert "training data is not recorded" in card and "## Parity" in card and "## Accuracy gate" not in card
 
 
+def test_card_of_a_pruned_model_states_kept_heads_and_both_training_runs() -> None:
+    meta = {"name": "x-int8", "labels": ["human", "ai"], "max_length": 64, "window_stride": 48, "threshold": 0.5,
+            "variant": {"precision": "int8", "optimization": "O2"},
+            "architecture": {"model_type": "distilbert", "heads": 12, "pruned_heads": {"0": [1, 2], "1": [0, 3]}},
+            "training": {"counts": {"train": 30}, "source": {"training": {"counts": {"train": 90}}}}}  # fmt: skip
+    card = render_card(meta, threshold_rule="default")
+    assert "| heads | 10 of 12 per layer (structurally pruned) |" in card
+    assert "Fine-tuning texts: train 90." in card and "Recovery after pruning: train 30." in card
+
+
 def test_onnx_eval_command_reproduces_the_recorded_metrics(
     built: dict[str, Any], separable_eval: tuple[Path, float], capsys: pytest.CaptureFixture[str]
 ) -> None:
