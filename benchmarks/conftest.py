@@ -63,13 +63,21 @@ def _cpu_flags() -> list[str]:
     return sorted(f for f in flags if f.startswith(("avx", "amx")))
 
 
+_LOAD_AT_START: list[float] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # pytest-benchmark gathers its machine information when the run ends; the load before it is taken here.
+    _LOAD_AT_START[:] = os.getloadavg()
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     machine_info["aidetect"] = {
         "cpu_model": _cpu_model(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_flags": _cpu_flags(),
         "threads": THREADS,
-        "load_average_start": list(os.getloadavg()),
+        "load_average_start": list(_LOAD_AT_START) or list(os.getloadavg()),
         "versions": versions(),
         "quick": bool(config.getoption("bench_quick", False)),
     }
