@@ -237,6 +237,7 @@ def _build_checkpoints(models: Models) -> None:
 
 def _build_bundles(models: Models, parity_texts: Sequence[str]) -> None:
     from export.bundle import write_bundle
+    from export.layernorm import decompose_layernorm
     from export.onnx_export import ExportConfig, export_onnx, load_checkpoint, parity_set
     from export.optimize import OptimizeConfig, optimize
     from export.quantize import QuantizeConfig, quantize
@@ -248,9 +249,11 @@ def _build_bundles(models: Models, parity_texts: Sequence[str]) -> None:
     base: list[dict[str, Any]] = []
     raw = export_onnx(ckpt, work / "raw.onnx", ExportConfig(max_length=BUNDLE_MAX_LENGTH), parity=parity, recipe=base)
     arch = ckpt.architecture()
-    fp32 = optimize(raw, work / "fp32.onnx", OptimizeConfig("O2"), architecture=arch, parity=parity, recipe=base)
+    fused = optimize(raw, work / "fused.onnx", OptimizeConfig("O2"), architecture=arch, parity=parity, recipe=base)
+    # as `python -m export.to_onnx` builds its CPU variants (and the default model was built)
+    fp32 = decompose_layernorm(fused, work / "fp32.onnx", parity=parity, atol=1e-4, recipe=base)
     int8_recipe = list(base)
-    cfg = dataclasses.replace(QuantizeConfig.avx512_vnni(), embeddings=True)  # as the default model is built
+    cfg = dataclasses.replace(QuantizeConfig.avx512_vnni(), embeddings=True)
     int8 = quantize(fp32, work / "int8.onnx", cfg, parity=parity, recipe=int8_recipe)
     for variant, path, recipe in (("fp32", fp32, base), ("int8", int8, int8_recipe)):
         meta = {

@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 from export.bundle import replace_dir
 from export.data import in_validation, load_records, refuse_held_out
 from export.gates import GateConfig
+from export.layernorm import MODES as LAYERNORM_MODES
 from export.onnx_eval import EvalSet, load_eval_set
 from export.onnx_export import Checkpoint, ExportConfig, load_checkpoint, pad_rows
 from export.onnx_variants import BuildProgress, SilentProgress, VariantBuilder, VariantReport
@@ -77,6 +78,9 @@ class BuildConfig:
         overwrite: Replace a non-empty ``out``.
         threads: ONNX Runtime/PyTorch threads for scoring and throughput.
         bench_texts: How many texts of the first evaluation set the throughput sample holds (0: no measurement).
+        layernorm: ``"decomposed"`` writes the fp32 and int8 graphs' LayerNorm nodes as plain operators (faster
+            on ONNX Runtime's CPU provider, see :mod:`export.layernorm`); ``"fused"`` keeps the fused kernels.
+            The fp16 variant always keeps them.
     """
 
     checkpoint: Path
@@ -95,6 +99,7 @@ class BuildConfig:
     overwrite: bool = False
     threads: int = 2
     bench_texts: int = 64
+    layernorm: str = "decomposed"
 
     def __post_init__(self) -> None:
         if not self.variants or any(v not in VARIANTS for v in self.variants):
@@ -106,6 +111,8 @@ class BuildConfig:
             raise ValueError(f"window_stride must be in [1, {stride_max}], got {self.window_stride!r}")
         if not self.quantize or not all(isinstance(q, QuantizeConfig) for q in self.quantize):
             raise ValueError("quantize must be a non-empty tuple of QuantizeConfig")
+        if self.layernorm not in LAYERNORM_MODES:
+            raise ValueError(f"layernorm must be one of {LAYERNORM_MODES}, got {self.layernorm!r}")
         if self.threads < 1 or self.bench_texts < 0:
             raise ValueError("threads must be >= 1 and bench_texts >= 0")
 

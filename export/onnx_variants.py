@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from export.bundle import write_bundle
 from export.card import render_card
 from export.gates import GateFailedError, apply_gate, compare_scores
+from export.layernorm import decompose_layernorm
 from export.onnx_eval import EvalSet, bundle_throughput, score_bundle, set_metrics, torch_throughput
 from export.onnx_export import Checkpoint, export_onnx, parity_set
 from export.optimize import optimize
@@ -121,6 +122,13 @@ class VariantBuilder:
             stage("converting to fp16")
             recipe = list(base)
             graphs["fp16"] = (convert_fp16(fp32, self.work / "fp16.onnx", parity=self.parity, recipe=recipe), recipe)
+        if cfg.layernorm == "decomposed":
+            stage("writing LayerNorm as plain operators (CPU variants)")
+            recipe = list(base)
+            cpu = decompose_layernorm(
+                fp32, self.work / "fp32-cpu.onnx", parity=self.parity, atol=cfg.optimize.tolerance, recipe=recipe
+            )
+            graphs["fp32"] = (cpu, recipe)
         return graphs
 
     def int8(

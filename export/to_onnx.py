@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantize-embeddings", action="store_true",
         help="int8: quantize the embedding tables too (a MiniLM-sized bundle 59 -> 23 MB; costs some agreement)",
     )  # fmt: skip
+    p.add_argument(
+        "--layernorm", choices=["decomposed", "fused"], default="decomposed",
+        help="fp32/int8: LayerNorm as plain operators (faster on ONNX Runtime's CPU provider) or fused kernels",
+    )  # fmt: skip
     p.add_argument("--calibration", type=Path, help="training data for static int8 calibration")
     p.add_argument("--eval", nargs="+", default=[], metavar="SPEC", help="held-out sets, [NAME=]PATH[@SUBSET]")
     p.add_argument("--eval-limit", type=int, default=None, help="at most this many texts per evaluation set")
@@ -117,6 +121,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         overwrite=args.overwrite,
         threads=args.threads,
         bench_texts=args.bench_texts,
+        layernorm=args.layernorm,
     )
 
 

@@ -130,6 +130,12 @@ def test_graphs_have_dynamic_axes_fusions_and_int8_ops(built: dict[str, Any]) ->
     ops = [n.op_type for n in graphs["fp32"].graph.node]
     assert fusions.get("Attention") == ops.count("Attention") == 2
     assert {n.op_type for n in graphs["int8"].graph.node} & {"DynamicQuantizeLinear", "QAttention", "MatMulInteger"}
+    # the CPU variants carry LayerNorm as plain operators; the fp16 (CUDA) variant keeps the fused kernel
+    for variant in ("fp32", "int8"):
+        assert "SkipLayerNormalization" not in {n.op_type for n in graphs[variant].graph.node}
+        recipe = json.loads((built["out"] / variant / "aidetect.json").read_text())["recipe"]
+        assert [r for r in recipe if r["stage"] == "layernorm"][0]["nodes"] == 4
+    assert [n.op_type for n in graphs["fp16"].graph.node].count("SkipLayerNormalization") == 4
     fp16_weights = [t for t in graphs["fp16"].graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
     assert fp16_weights
 
