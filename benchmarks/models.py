@@ -249,9 +249,10 @@ def _build_bundles(models: Models, parity_texts: Sequence[str]) -> None:
     base: list[dict[str, Any]] = []
     raw = export_onnx(ckpt, work / "raw.onnx", ExportConfig(max_length=BUNDLE_MAX_LENGTH), parity=parity, recipe=base)
     arch = ckpt.architecture()
-    fused = optimize(raw, work / "fused.onnx", OptimizeConfig("O2"), architecture=arch, parity=parity, recipe=base)
+    o2 = OptimizeConfig("O2")
+    fused = optimize(raw, work / "fused.onnx", o2, architecture=arch, parity=parity, recipe=base)
     # as `python -m export.to_onnx` builds its CPU variants (and the default model was built)
-    fp32 = decompose_layernorm(fused, work / "fp32.onnx", parity=parity, atol=1e-4, recipe=base)
+    fp32 = decompose_layernorm(fused, work / "fp32.onnx", parity=parity, atol=o2.tolerance, recipe=base)
     int8_recipe = list(base)
     cfg = dataclasses.replace(QuantizeConfig.avx512_vnni(), embeddings=True)
     int8 = quantize(fp32, work / "int8.onnx", cfg, parity=parity, recipe=int8_recipe)

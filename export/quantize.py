@@ -203,21 +203,21 @@ def _quantize_to(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     graph = onnx.load(str(onnx_in), load_external_data=False).graph
+    # A fused graph holds contrib ops (Attention, SkipLayerNormalization) whose output types the quantizer's
+    # shape inference cannot derive; it must be told they are float.
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     op_types = list(cfg.op_types) if cfg.op_types is not None else None
     if cfg.embeddings and cfg.mode == "dynamic" and op_types is not None:
         op_types += [op for op in EMBEDDING_OPS if op not in op_types]
     elif cfg.embeddings and cfg.mode != "dynamic":
         # The embedding tables in a dynamic pass of their own; the chosen mode then works on its output.
         tables = {"op_types_to_quantize": list(EMBEDDING_OPS), "weight_type": QuantType.QInt8}
-        quantize_dynamic(onnx_in, staged, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}, **tables)
+        quantize_dynamic(onnx_in, staged, extra_options=extra, **tables)
         onnx_in = staged
     if cfg.mode == "weight_only":
         _weight_only(onnx.load(str(onnx_in)), cfg, staged, None)
         return
     excluded = [n.name for n in graph.node if any(re.search(p, n.name) for p in cfg.exclude)]
-    # A fused graph holds contrib ops (Attention, SkipLayerNormalization) whose output types the quantizer's
-    # shape inference cannot derive; it must be told they are float.
-    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     common = {
         "op_types_to_quantize": op_types,
         "nodes_to_exclude": excluded, "per_channel": cfg.per_channel, "reduce_range": cfg.reduce_range,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from export.data import DataError
 from export.gates import GateConfig, GateFailedError
+from export.layernorm import MODES as LAYERNORM_MODES
 from export.onnx_build import INT8_LADDER, VARIANTS, BuildConfig, VariantReport, build_bundles
 from export.onnx_export import EXPORTERS, ExportConfig
 from export.optimize import LEVELS, OptimizeConfig
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="int8: quantize the embedding tables too (a MiniLM-sized bundle 59 -> 23 MB; costs some agreement)",
     )  # fmt: skip
     p.add_argument(
-        "--layernorm", choices=["decomposed", "fused"], default="decomposed",
+        "--layernorm", choices=LAYERNORM_MODES, default="decomposed",
         help="fp32/int8: LayerNorm as plain operators (faster on ONNX Runtime's CPU provider) or fused kernels",
     )  # fmt: skip
     p.add_argument("--calibration", type=Path, help="training data for static int8 calibration")

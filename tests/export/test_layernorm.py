@@ -121,6 +121,9 @@ def test_int8_graph_keeps_its_quantized_products(fused_graphs: Any, tmp_path: Pa
     int8 = quantize(fp32, tmp_path / "int8.onnx", QuantizeConfig.avx512_vnni())
     plain = decompose_layernorm(int8, tmp_path / "int8-plain.onnx", parity=parity)
     quantized = {"MatMulInteger", "QAttention", "DynamicQuantizeLinear"}
-    count = lambda path: sorted(n.op_type for n in onnx.load(str(path)).graph.node if n.op_type in quantized)  # noqa: E731
+
+    def count(path: Path) -> list[str]:
+        return sorted(n.op_type for n in onnx.load(str(path)).graph.node if n.op_type in quantized)
+
     assert count(plain) == count(int8) and count(int8)
     assert abs(parity.max_abs_diff(plain) - parity.max_abs_diff(int8)) < 0.05
