@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from export.data import REPO_DATA_DIR
+
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO.parent / "shared" / "data"
+DATA_DIR = REPO_DATA_DIR
 OUTFOX = DATA_DIR / "outfox_essays.jsonl.gz"
 DETECTGPT = DATA_DIR / "detectgpt_family.jsonl.gz"
 CORPUS_SIZE = 512
@@ -26,7 +28,7 @@ SEED = 0
 
 
 class CorpusUnavailableError(FileNotFoundError):
-    """The shared data files the corpus is drawn from are not on this machine."""
+    """The data files the corpus is drawn from are missing from ``data/``."""
 
 
 def _files_stamp(paths: Sequence[Path]) -> str:
@@ -47,7 +49,7 @@ def draw_corpus(size: int = CORPUS_SIZE, seed: int = SEED) -> list[str]:
 
     for path in (OUTFOX, DETECTGPT):
         if not path.is_file():
-            raise CorpusUnavailableError(f"{path}: the benchmark corpus needs the shared data files")
+            raise CorpusUnavailableError(f"{path}: the benchmark corpus needs the data files of data/")
     sets = held_out_sets([OUTFOX, DETECTGPT], split="auto")
     essays = [r.text for name, recs in sorted(sets.items()) if name.startswith("outfox") for r in recs]
     news = [r.text for name, recs in sorted(sets.items()) if name.startswith("detectgpt") for r in recs]

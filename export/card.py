@@ -61,7 +61,7 @@ def _training_section(training: Mapping[str, Any] | None, threshold: float, rule
         lines.append("No `training.json` came with the checkpoint: the training data is not recorded.")
     else:
         data = training.get("data") or []
-        rows = [(d.get("path"), d.get("sha256", "")[:16]) for d in data if isinstance(d, Mapping)]
+        rows = [(d.get("file") or d.get("path"), d.get("sha256", "")[:16]) for d in data if isinstance(d, Mapping)]
         if rows:
             lines += _table(("file", "sha256 (first 16)"), rows) + [""]
         source = training.get("source")

@@ -2,7 +2,7 @@
 
 Formats:
 - JSONL (optionally ``.gz``) with ``text``, ``label`` (1 = AI) and, where present, ``domain``, ``generator``,
-  ``group``, ``attack``, ``source`` (the layout of ``shared/data``);
+  ``group``, ``attack``, ``style``, ``source`` (the layout of the repository's ``data/``);
 - the Kaggle "LLM - Detect AI Generated Text" CSV layout (``text``, ``generated``; ``prompt_id`` as the group);
 - any CSV/JSONL with the text and label columns named by ``text_column`` / ``label_column``.
 
@@ -10,6 +10,12 @@ Split rule: a record's group goes to validation when the first 8 bytes of
 ``sha256(salt + ":" + group)``, read as a big-endian integer over 2**64, fall below ``val_fraction``.
 The split depends only on the group name and the salt, never on row order or file contents, so it is stable
 across runs, files and machines, and no group is ever on both sides.
+
+Where data lives: a data file may be named by path or by bare file name (``outfox_essays.jsonl.gz``); a bare
+name is looked up in the data directory, which is, in this order, the one given to :func:`use_data_dir` (the
+commands' ``--data-dir``, the pipeline's ``data_dir``), ``$AIDETECT_DATA``, or the repository's ``data/``. Records
+of what was trained or evaluated on name files by file name and sha256 (:func:`describe_file`), never by a
+path of the machine that built them.
 """
 
 from __future__ import annotations
@@ -20,11 +26,18 @@ import hashlib
 import io
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "AIDETECT_DATA"
+REPO_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+"""The labelled sets shipped with the repository (see ``data/README.md``)."""
+
+_data_dir_override: Path | None = None
 
 HELD_OUT_PREFIX = "outfox:test:"
 """Groups of the OUTFOX ``test`` half: reported on, never trained, tuned or selected on."""
@@ -47,11 +60,55 @@ class Record:
     generator: str = "unknown"
     attack: str = "none"
     source: str = ""
+    dataset: str = ""
+    style: str = "none"
 
     @property
     def held_out(self) -> bool:
         """True for the OUTFOX ``test`` half, which may be evaluated but never trained on."""
         return self.group.startswith(HELD_OUT_PREFIX)
+
+
+def use_data_dir(path: str | Path | None) -> None:
+    """Set the directory where bare data file names are looked up (``None`` restores the default)."""
+    global _data_dir_override
+    _data_dir_override = Path(path) if path is not None else None
+
+
+def data_dir() -> Path:
+    """The directory where bare data file names are looked up (see the module docstring)."""
+    if _data_dir_override is not None:
+        return _data_dir_override
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) if env else REPO_DATA_DIR
+
+
+def resolve_data_file(path: str | Path) -> Path:
+    """An existing path as it is; a bare file name inside :func:`data_dir`.
+
+    Raises:
+        DataError: Neither exists.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if len(path.parts) == 1:
+        candidate = data_dir() / path
+        if candidate.is_file():
+            return candidate
+        raise DataError(f"{path}: no such data file (looked in {data_dir()}; set --data-dir or ${DATA_DIR_ENV})")
+    raise DataError(f"{path}: no such data file")
+
+
+def dataset_name(path: str | Path) -> str:
+    """``detectgpt_family`` for ``.../detectgpt_family.jsonl.gz``."""
+    return Path(path).name.split(".")[0]
+
+
+def describe_file(path: str | Path) -> dict[str, str]:
+    """How records name a data file: its file name and sha256, never a machine's path."""
+    resolved = resolve_data_file(path)
+    return {"file": resolved.name, "sha256": sha256_file(resolved)}
 
 
 def sha256_file(path: str | Path) -> str:
@@ -134,9 +191,8 @@ def load_records(
         DataError: a missing file or column, an empty file, invalid JSON or UTF-8, a label that is not 0/1,
             an empty text. The message names the file and the line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file")
+    path = resolve_data_file(path)
+    name = dataset_name(path)
     records: list[Record] = []
     text_key = text_column or "text"
     for lineno, row in _rows(path):
@@ -160,6 +216,8 @@ def load_records(
                 generator=str(row.get("generator") or ("human" if row[label_key] in (0, "0") else "unknown")),
                 attack=str(row.get("attack") or "none"),
                 source=str(row.get("source") or ""),
+                dataset=name,
+                style=str(row.get("style") or "none"),
             )
         )
     if not records:

@@ -1,7 +1,7 @@
 """Evaluate a PyTorch checkpoint or an ONNX bundle on named held-out sets.
 
-    python -m export.evaluate --checkpoint runs/minilm --data ../shared/data/detectgpt_family.jsonl.gz \
-        --data ../shared/data/outfox_essays.jsonl.gz --out runs/minilm/eval.json
+    python -m export.evaluate --checkpoint runs/minilm --data detectgpt_family.jsonl.gz \
+        --data outfox_essays.jsonl.gz --out runs/minilm/eval.json
     python -m export.evaluate --bundle models/default --data ...
 
 Held-out sets per data file (``--split auto``, the default):

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from export.bundle import replace_dir
-from export.data import in_validation, load_records, refuse_held_out
+from export.data import DataError, in_validation, load_records, refuse_held_out
 from export.gates import GateConfig
 from export.layernorm import MODES as LAYERNORM_MODES
 from export.onnx_eval import EvalSet, load_eval_set
@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
 VARIANTS = ("fp32", "int8", "fp16")
 INT8_LADDER = (QuantizeConfig.avx512_vnni(), QuantizeConfig.avx512_vnni_mixed(), QuantizeConfig.weight_only())
 """The int8 settings tried by default, fastest first (see :mod:`export.quantize` for the measurements)."""
-DEFAULT_PARITY_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "outfox_essays.jsonl.gz"
+DEFAULT_PARITY_FILE = "outfox_essays.jsonl.gz"
+"""Real texts for the parity check when no evaluation set is given (a file in the data directory)."""
 
 
 class OutputError(ExportError):
@@ -156,10 +157,11 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 def _texts_by_length(eval_sets: Sequence[EvalSet], extra: Sequence[str]) -> list[str]:
     pool = [t for s in eval_sets for t in s.texts] + list(extra)
-    if not pool and DEFAULT_PARITY_FILE.is_file():
-        pool = [r.text for r in load_records(DEFAULT_PARITY_FILE)[:200]]
     if not pool:
-        raise ExportError("parity needs real texts: pass --eval FILE or --calibration FILE")
+        try:
+            pool = [r.text for r in load_records(DEFAULT_PARITY_FILE)[:200]]
+        except DataError as exc:
+            raise ExportError(f"parity needs real texts: pass --eval FILE or --calibration FILE ({exc})") from exc
     return sorted(pool, key=lambda t: (-len(t), t))
 
 

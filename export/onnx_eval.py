@@ -98,7 +98,7 @@ def load_eval_set(spec: str, *, training: Mapping[str, Any] | None = None, limit
         records = [records[i] for i in keep]
     return EvalSet(
         name=name or _default_name(path, subset),
-        source=f"{path}@{subset}",
+        source=f"{path.name}@{subset}",
         texts=tuple(r.text for r in records),
         labels=tuple(r.label for r in records),
     )

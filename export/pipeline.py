@@ -9,7 +9,8 @@ The TOML file names every stage and its options:
 - ``[prune]`` (optional): options of ``python -m export.prune`` (structural pruning and recovery).
 - ``[export]``: options of ``python -m export.to_onnx`` (variants, evaluation sets, gates).
 - top level: ``name`` (the bundle name), ``work_dir`` (intermediate results, git-ignored), ``out`` (where the
-  chosen bundle goes, e.g. ``models/default``) and ``variant`` (which exported variant to ship).
+  chosen bundle goes, e.g. ``models/default``), ``variant`` (which exported variant to ship) and ``data_dir``
+  (where the data files named in the stages are found; default the repository's ``data/``).
 
 Stages whose output already exists are reused with ``--resume`` (a stage's output counts as existing only
 once it is complete: training writes ``training.json`` last, pruning ``pruning.json``, export the bundles).
@@ -30,7 +31,7 @@ from typing import Any
 import tomllib
 
 from export.bundle import replace_dir
-from export.data import sha256_file
+from export.data import sha256_file, use_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def run_pipeline(config_path: Path, *, resume: bool = False, until: str | None =
     config = tomllib.loads(config_path.read_text(encoding="utf-8"))
     work = Path(config.get("work_dir", "runs/pipeline"))
     work.mkdir(parents=True, exist_ok=True)
+    if "data_dir" in config:
+        use_data_dir(config["data_dir"])
 
     from export.train import TrainConfig, train
 

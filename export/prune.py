@@ -1,7 +1,7 @@
 """Structured pruning of a DistilBERT classifier: whole layers, attention heads and FFN neurons.
 
     python -m export.prune --checkpoint runs/minilm --out runs/minilm-h8f768l4 --preset medium --distill \\
-        --data ../shared/data/detectgpt_family.jsonl.gz --data ../shared/data/outfox_essays.jsonl.gz
+        --data detectgpt_family.jsonl.gz --data outfox_essays.jsonl.gz
 
 The result is a smaller dense model (fewer layers, fewer heads per layer, a narrower FFN), so ONNX Runtime
 really does less work; zeroed weights would buy nothing. Importance is measured on a few hundred texts of the

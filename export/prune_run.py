@@ -36,9 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from export import mix
+from export.augment import augment_texts
 from export.bundle import replace_dir
 from export.convert import save_checkpoint
-from export.data import Record, load_training_data, sha256_file
+from export.data import Record, describe_file, load_training_data, use_data_dir
 from export.distill import Labelled, RecoveryConfig, evaluate, predict_logits, recover, soft_target_loss
 from export.importance import Batch
 from export.prune import PRESETS, PruneConfig, PruneError, flops_per_token, prune_model
@@ -65,6 +67,9 @@ class PruneJob:
         max_length: Tokens per text; ``None`` takes the checkpoint's training ``max_length`` (else 256).
         threads: PyTorch threads (``None``: every core).
         overwrite: Replace a non-empty ``out``.
+        balance: Draw the importance, recovery and validation texts by domain-balanced weights
+            (:mod:`export.mix`) with the source training run's ``shares``, instead of uniformly.
+        augment: Perturb each recovery text with this probability (:mod:`export.augment`).
     """
 
     checkpoint: str
@@ -78,6 +83,8 @@ class PruneJob:
     max_length: int | None = None
     threads: int | None = None
     overwrite: bool = False
+    balance: bool = False
+    augment: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -90,6 +97,8 @@ class PruneJob:
             raise ValueError(f"max_length must be in [8, 512], got {self.max_length}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if not 0.0 <= self.augment <= 1.0:
+            raise ValueError(f"augment must be in [0, 1], got {self.augment}")
 
 
 def load_classifier(path: Path) -> Any:
@@ -129,8 +138,15 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out}: exists and is not an empty directory; pass --overwrite to replace it")
 
 
-def _sample(records: list[Record], n: int | None, seed: int) -> list[Record]:
-    return random.Random(seed).sample(records, n) if n is not None and len(records) > n else list(records)
+def _sample(
+    records: list[Record], n: int | None, seed: int, shares: dict[str, float] | None = None, balanced: bool = False
+) -> list[Record]:
+    """``n`` records (all when ``n`` is ``None`` or too large), uniformly or by domain-balanced weights."""
+    if n is None or len(records) <= n:
+        return list(records)
+    if balanced:
+        return [records[i] for i in mix.draw(records, n, seed=seed, shares=shares, replace=False)]
+    return random.Random(seed).sample(records, n)
 
 
 def labelled(tok: Any, records: list[Record]) -> Labelled:
@@ -208,17 +224,24 @@ def prune_checkpoint(job: PruneJob, *, show_progress: bool = False) -> Path:
         "salt": str(src_cfg.get("split_salt", "aidetect")),
     }
     train_recs, val_recs = load_training_data(job.data, **split)
+    shares = src_cfg.get("shares") if job.balance else None
     tok = load_tokenizer(src / "tokenizer.json", max_length)
     pad_id = model.config.pad_token_id or 0
-    validation = labelled(tok, _sample(val_recs, job.eval_samples, seed + 2))
+    validation = labelled(tok, _sample(val_recs, job.eval_samples, seed + 2, shares, job.balance))
     bf16 = rc.precision == "bf16"
     teacher_row, teacher_logits = evaluate(model, validation, pad_id, bf16)
     log.info("unpruned model: val roc_auc %.4f", teacher_row["roc_auc"])
     teacher = copy.deepcopy(model).eval() if rc.distill and job.recover_samples else None
     flops_before = flops_per_token(model, max_length)
-    imp = labelled(tok, _sample(train_recs, job.importance_samples, seed))
+    imp = labelled(tok, _sample(train_recs, job.importance_samples, seed, shares, job.balance))
     record = prune_model(model, job.prune, importance_batches(imp, pad_id, rc.batch_size))
-    data = labelled(tok, _sample(train_recs, job.recover_samples, seed + 1) if job.recover_samples else [])
+    recover_recs = (
+        _sample(train_recs, job.recover_samples, seed + 1, shares, job.balance) if job.recover_samples else []
+    )
+    if job.augment and recover_recs:
+        texts, _ = augment_texts([r.text for r in recover_recs], job.augment, seed + 3)
+        recover_recs = [dataclasses.replace(r, text=t) for r, t in zip(recover_recs, texts, strict=True)]
+    data = labelled(tok, recover_recs)
     if data.ids:
         recovery = recover(
             model, data, validation, rc, pad_id=pad_id, teacher=teacher, teacher_val_logits=teacher_logits,
@@ -230,7 +253,7 @@ def prune_checkpoint(job: PruneJob, *, show_progress: bool = False) -> Path:
         row["soft_target_loss"] = loss
         recovery = {"skipped": True, "best": row, "threshold": row["eer_threshold"]}
         recovery["soft_target_loss"] = {"before": loss, "after": loss}
-    files = [{"path": str(p), "sha256": sha256_file(p)} for p in job.data]
+    files = [describe_file(p) for p in job.data]
     compact = summary(record, job, len(data.ids))
     rule = "equal error rate on the validation groups, after pruning and recovery"
     pruning = {
@@ -317,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, help="PyTorch threads (default: every core)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--balance", action="store_true", help="domain-balanced draws with the training run's shares")
+    p.add_argument("--augment", type=float, default=0.0, help="probability of perturbing a recovery text")
+    p.add_argument("--data-dir", help="where bare data file names are found (default: the repository's data/)")
     p.add_argument("--held-out-samples", type=int, help="sweep: at most this many texts per held-out set")
     p.add_argument("--bench-texts", type=int, default=64, help="sweep: texts in the throughput sample")
     p.add_argument("--bench-threads", type=int, default=2, help="sweep: ONNX Runtime threads")
@@ -341,7 +367,7 @@ def job_from_args(args: argparse.Namespace) -> PruneJob:
         checkpoint=args.checkpoint, out=args.out, data=tuple(args.data),
         prune=dataclasses.replace(base, **sizes), recovery=recovery, importance_samples=args.importance_samples,
         recover_samples=args.recover_samples, eval_samples=args.eval_samples, max_length=args.max_length,
-        threads=args.threads, overwrite=args.overwrite,
+        threads=args.threads, overwrite=args.overwrite, balance=args.balance, augment=args.augment,
     )  # fmt: skip
 
 
@@ -351,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     from export.stages import ExportError, ParityError
 
     args = build_parser().parse_args(argv)
+    if args.data_dir:
+        use_data_dir(args.data_dir)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         if args.sweep and (args.preset or args.heads or args.ffn or args.layers):

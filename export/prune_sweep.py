@@ -1,7 +1,7 @@
 """The pruning sweep: several targets of one checkpoint, each pruned, recovered, exported to int8 and measured.
 
     python -m export.prune --checkpoint runs/minilm --out runs/prune-sweep --sweep "light;medium;small" \\
-        --distill --data ../shared/data/detectgpt_family.jsonl.gz ../shared/data/outfox_essays.jsonl.gz
+        --distill --data detectgpt_family.jsonl.gz outfox_essays.jsonl.gz
 
 Under ``--out``: ``unpruned/int8/`` (the baseline bundle), ``<target>/checkpoint/`` (see
 :mod:`export.prune_run`) and ``<target>/int8/`` per target, ``sweep.json`` and ``sweep.md``. Each int8 bundle

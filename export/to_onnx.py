@@ -10,7 +10,7 @@ leaves ``--out`` untouched.
 Example::
 
     python -m export.to_onnx --checkpoint runs/minilm --out models/minilm --variant fp32 int8 fp16 \\
-        --eval ../shared/data/detectgpt_family.jsonl.gz@validation ../shared/data/outfox_essays.jsonl.gz@test
+        --eval detectgpt_family.jsonl.gz@validation outfox_essays.jsonl.gz@test
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
 """Fine-tune a DistilBERT classifier (human = 0, AI = 1) on labelled text.
 
-    python -m export.train --base minilm --data ../shared/data/detectgpt_family.jsonl.gz \
-        --data ../shared/data/outfox_essays.jsonl.gz --out runs/minilm
+    python -m export.train --base minilm --data detectgpt_family.jsonl.gz --data outfox_essays.jsonl.gz \
+        --out runs/minilm
+
+Data files are named by path or by file name in the data directory (``--data-dir``, default the repository's
+``data/``). With ``--balance domain`` every epoch draws ``--samples-per-epoch`` texts by domain-balanced weights
+(:mod:`export.mix`) and ``--augment P`` perturbs each drawn text with probability P (:mod:`export.augment`),
+human and AI texts alike.
 
 Every option can also come from a TOML or JSON file (``--config run.toml``; command-line options win). The
 resolved configuration, the seed, the data files with their sha256, per-evaluation metrics and wall time are
@@ -33,9 +38,10 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from export import metrics
+from export import metrics, mix
+from export.augment import augment_texts
 from export.convert import load_base, save_checkpoint
-from export.data import Record, load_training_data, sha256_file
+from export.data import Record, describe_file, load_training_data, use_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,11 @@ class TrainConfig:
     domains: tuple[str, ...] | None = None
     generators: tuple[str, ...] | None = None
     attacks: tuple[str, ...] | None = None
+    balance: str = "none"
+    shares: dict[str, float] | None = None
+    samples_per_epoch: int | None = None
+    augment: float = 0.0
+    data_dir: str | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +93,9 @@ class TrainConfig:
             "val_fraction": 0 < self.val_fraction < 1,
             "class_weighting": self.class_weighting in ("none", "balanced"),
             "precision": self.precision in ("fp32", "bf16"),
+            "balance": self.balance in ("none", "domain"),
+            "samples_per_epoch": self.samples_per_epoch is None or self.samples_per_epoch >= 1,
+            "augment": 0.0 <= self.augment <= 1.0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -206,6 +220,8 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     set_seed(cfg.seed)
+    if cfg.data_dir is not None:
+        use_data_dir(cfg.data_dir)
     train_recs, val_recs = load_training_data(
         cfg.data,
         val_fraction=cfg.val_fraction,
@@ -217,25 +233,52 @@ def train(cfg: TrainConfig) -> Path:
         attacks=cfg.attacks,
     )
     rng = random.Random(cfg.seed)
-    if cfg.max_train_samples and len(train_recs) > cfg.max_train_samples:
+    balanced = cfg.balance == "domain"
+    if not balanced and cfg.max_train_samples and len(train_recs) > cfg.max_train_samples:
         train_recs = rng.sample(train_recs, cfg.max_train_samples)
     if cfg.eval_max_samples and len(val_recs) > cfg.eval_max_samples:
-        val_recs = random.Random(cfg.seed + 1).sample(val_recs, cfg.eval_max_samples)
-    log.info("training on %d texts, validating on %d", len(train_recs), len(val_recs))
+        if balanced:
+            val_recs = [
+                val_recs[i]
+                for i in mix.draw(val_recs, cfg.eval_max_samples, seed=cfg.seed + 1, shares=cfg.shares, replace=False)
+            ]
+        else:
+            val_recs = random.Random(cfg.seed + 1).sample(val_recs, cfg.eval_max_samples)
+    per_epoch = (cfg.samples_per_epoch or len(train_recs)) if balanced else len(train_recs)
+    mix_record = mix.describe(train_recs, mix.balanced_weights(train_recs, cfg.shares)) if balanced else None
+    log.info("training on %d texts (%d per epoch), validating on %d", len(train_recs), per_epoch, len(val_recs))
+    if mix_record:
+        log.info("draws per data set and label: %s", mix_record)
 
     model, tokenizer_json = load_base(cfg.base, seed=cfg.seed)
     tok = load_tokenizer(tokenizer_json, cfg.max_length)
     pad_id = model.config.pad_token_id or 0
-    train_ids, val_ids = encode(tok, train_recs), encode(tok, val_recs)
-    train_y = torch.tensor([r.label for r in train_recs])
+    val_ids = encode(tok, val_recs)
     val_y = np.array([r.label for r in val_recs])
+    augmented = 0
+
+    def epoch_data(epoch: int) -> tuple[list[list[int]], torch.Tensor]:
+        """This epoch's token ids and labels: a fresh balanced draw and fresh perturbations each epoch."""
+        nonlocal augmented
+        if balanced:
+            picked = [
+                train_recs[i] for i in mix.draw(train_recs, per_epoch, seed=cfg.seed + 100 + epoch, shares=cfg.shares)
+            ]
+        else:
+            picked = train_recs
+        texts = [r.text for r in picked]
+        if cfg.augment:
+            texts, changed = augment_texts(texts, cfg.augment, cfg.seed + 200 + epoch)
+            augmented += changed
+        ids = [e.ids for e in tok.encode_batch(texts)]
+        return ids, torch.tensor([r.label for r in picked])
 
     weight = None
     if cfg.class_weighting == "balanced":
-        counts = torch.bincount(train_y, minlength=2).float()
+        counts = torch.bincount(torch.tensor([r.label for r in train_recs]), minlength=2).float()
         weight = counts.sum() / (2 * counts.clamp(min=1))
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
+    steps_per_epoch = math.ceil(per_epoch / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     optimizer, scheduler = adamw_with_warmup(model, cfg.learning_rate, cfg.weight_decay, total_steps, cfg.warmup_ratio)
     bf16 = cfg.precision == "bf16"
@@ -255,6 +298,9 @@ def train(cfg: TrainConfig) -> Path:
         row["eer_threshold"] = metrics.equal_error_threshold(val_y, scores)
         history.append(row)
         log.info("step %d: val roc_auc %.4f acc %.4f loss %.4f", step, row["roc_auc"], row["accuracy"], train_loss)
+        # the history is written as it grows, so a stopped run leaves its curve behind
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (out.parent / f"{out.name}.history.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
         if row["roc_auc"] > best["roc_auc"]:
             best.update(row)
             shutil.rmtree(tmp_best, ignore_errors=True)
@@ -265,6 +311,7 @@ def train(cfg: TrainConfig) -> Path:
     model.train()
     epoch = 0
     while step < total_steps:
+        train_ids, train_y = epoch_data(epoch)
         batches = length_grouped_batches([len(x) for x in train_ids], cfg.batch_size, rng)
         bar = _progress(batches, len(batches), f"epoch {epoch + 1}")
         for batch in bar:
@@ -288,10 +335,17 @@ def train(cfg: TrainConfig) -> Path:
         shutil.rmtree(out)
     tmp_best.rename(out)
     record = {
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items()},
+        # data files by name (found again through the data directory), never by a path of this machine
+        "config": {**dataclasses.asdict(cfg), "data": [Path(p).name for p in cfg.data], "data_dir": None},
         "seed": cfg.seed,
-        "data": [{"path": str(p), "sha256": sha256_file(p)} for p in cfg.data],
-        "counts": {"train": len(train_ids), "validation": len(val_ids)},
+        "data": [describe_file(p) for p in cfg.data],
+        "counts": {
+            "train": len(train_recs),
+            "per_epoch": per_epoch,
+            "validation": len(val_ids),
+            "augmented": augmented,
+        },
+        "mix": mix_record,
         "steps": step,
         "history": history,
         "best": best,
@@ -341,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", action="append", dest="domains")
     p.add_argument("--generator", action="append", dest="generators")
     p.add_argument("--attack", action="append", dest="attacks")
+    p.add_argument("--balance", choices=["none", "domain"], help="domain-balanced draws (export.mix)")
+    p.add_argument("--samples-per-epoch", type=int, help="draws per epoch with --balance domain")
+    p.add_argument("--augment", type=float, help="probability of perturbing a drawn text (export.augment)")
+    p.add_argument("--data-dir", help="where bare data file names are found (default: the repository's data/)")
     return p
 
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from export.data import REPO_DATA_DIR
+
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO.parent / "shared" / "data"
+DATA_DIR = REPO_DATA_DIR  # the labelled sets shipped with the repository (data/README.md)
 SAMPLE_FILE = DATA_DIR / "detectgpt_family.jsonl.gz"
 SAMPLE_SIZE = 300
 SAMPLE_EVERY = 53  # a fixed, spread-out sample: rows 0, 53, 106, ... (all domains and generators)

@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from export.data import REPO_DATA_DIR
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / "models" / "default"
-DEFAULT_TEXTS = REPO.parent / "shared" / "data" / "detectgpt_family.jsonl.gz"
+DEFAULT_TEXTS = REPO_DATA_DIR / "detectgpt_family.jsonl.gz"
 CONFIG_ENV = "AIDETECT_GPU_BENCH"
 BATCHES = (1, 16, 64, 256)
 LATENCY_TOKENS = 128

@@ -29,6 +29,8 @@ OUT=$(cd "$1" && pwd)
 shift
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# The factory (export/) is not part of the wheel: it is imported from the checkout.
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 WHEELS=${WHEELS:-$HERE/wheels}
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-${TMPDIR:-/tmp}/aidetect-gpu-venv}

@@ -30,9 +30,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from export.data import REPO_DATA_DIR
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-DATA = REPO.parent / "shared" / "data" / "detectgpt_family.jsonl.gz"
+DATA = REPO_DATA_DIR / "detectgpt_family.jsonl.gz"
 DEFAULT_MODEL = REPO / "models" / "default"
 STAND_IN = Path(tempfile.gettempdir()) / "aidetect-load-bench" / "stand-in-int8"
 MODES = {

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data" / "detectgpt_family.jsonl.gz"
 BINARY = REPO / "build" / "edge" / "aidetect-edge"
 BATCH = 16
 # Both command lines score texts in chunks of max(64, 4 * batch size); the Python side does the same, since with a
@@ -33,6 +32,10 @@ CLI_CHUNK = max(64, 4 * BATCH)
 TIMING = re.compile(r"scored (\d+) texts in ([0-9.]+) s \(\d+ threads, ([0-9.]+) s CPU\)")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # aidetect_infer and export, when run from a checkout
+
+from export.data import REPO_DATA_DIR  # noqa: E402
+
+DATA = REPO_DATA_DIR / "detectgpt_family.jsonl.gz"
 
 
 def read_texts(n: int) -> list[str]:

@@ -17,7 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
+from export.data import REPO_DATA_DIR
+
+DATA_DIR = REPO_DATA_DIR
 SURROGATES = range(0xD800, 0xE000)
 PER_LINE = 256  # code points per probe line in the exhaustive test
 

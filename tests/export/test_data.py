@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from export.data import (
+    REPO_DATA_DIR,
     DataError,
     filter_records,
     in_validation,
@@ -17,8 +18,6 @@ from export.data import (
     refuse_held_out,
     split_by_group,
 )
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -111,22 +110,22 @@ def test_filters(tmp_path: Path) -> None:
     assert [r.text for r in filter_records(records, attacks=["none"])] == ["a", "c"]
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared data not present")
-def test_shared_data_split_has_no_leak() -> None:
-    train, val = load_training_data([SHARED / "detectgpt_family.jsonl.gz", SHARED / "outfox_essays.jsonl.gz"])
+def test_repository_data_split_has_no_leak() -> None:
+    train, val = load_training_data(
+        [REPO_DATA_DIR / "detectgpt_family.jsonl.gz", REPO_DATA_DIR / "outfox_essays.jsonl.gz"]
+    )
     assert not {r.group for r in train} & {r.group for r in val}
     assert not any(r.held_out for r in train + val)
     assert 0.08 < len(val) / (len(train) + len(val)) < 0.12
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared data not present")
-def test_held_out_sets_of_shared_data() -> None:
+def test_held_out_sets_of_repository_data() -> None:
     from export.evaluate import held_out_sets
 
-    sets = held_out_sets([SHARED / "detectgpt_family.jsonl.gz", SHARED / "outfox_essays.jsonl.gz"])
+    sets = held_out_sets([REPO_DATA_DIR / "detectgpt_family.jsonl.gz", REPO_DATA_DIR / "outfox_essays.jsonl.gz"])
     assert set(sets) == {"detectgpt_family/val", "outfox_essays/test", "outfox_essays/test-attacked"}
     assert all(r.held_out and r.attack == "none" for r in sets["outfox_essays/test"])
     attacked = sets["outfox_essays/test-attacked"]
     assert {r.label for r in attacked} == {0, 1} and all(r.attack != "none" for r in attacked if r.label == 1)
-    _, val = load_training_data([SHARED / "detectgpt_family.jsonl.gz"])
+    _, val = load_training_data([REPO_DATA_DIR / "detectgpt_family.jsonl.gz"])
     assert {r.text for r in sets["detectgpt_family/val"]} == {r.text for r in val}

@@ -286,7 +286,7 @@ def test_command_writes_a_pruned_checkpoint(pruned_dir: Path, tiny_checkpoint: P
     assert record["flops_per_token"]["after"]["total"] < record["flops_per_token"]["before"]["total"]
     assert record["recovery"]["config"]["distill"] is True and record["recovery"]["steps"] == 6
     assert record["reload_max_abs_logit_diff"] <= 1e-5
-    assert {d["path"] for d in record["data"]} == {d["path"] for d in training["data"]}
+    assert {d["file"] for d in record["data"]} == {d["file"] for d in training["data"]}
     assert 0 <= training["threshold"] == record["threshold"] <= 1
     assert training["config"]["max_length"] == MAX_LENGTH
     assert training["pruning"]["parameters_after"] == record["parameters"]["after"]

@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from export.data import sha256_file  # noqa: E402
 from export.train import TrainConfig, config_from_args, train  # noqa: E402
 
 MARKERS = " Furthermore, it is important to note the intricate tapestry."
@@ -79,7 +80,8 @@ def test_loss_falls_and_checkpoint_is_written(trained: Path, tiny_checkpoint: Pa
 def test_training_record(trained: Path, train_file: Path) -> None:
     record = json.loads((trained / "training.json").read_text())
     assert record["seed"] == 7 and record["config"]["learning_rate"] == 3e-3
-    assert record["data"][0]["sha256"] and record["data"][0]["path"] == str(train_file)
+    assert record["data"][0] == {"file": train_file.name, "sha256": sha256_file(train_file)}
+    assert record["config"]["data"] == [train_file.name]  # names, never a path of the machine that trained
     assert record["counts"]["train"] + record["counts"]["validation"] == 200
     assert len(record["history"]) == 2  # one evaluation per epoch
     assert 0.0 <= record["threshold"] <= 1.0 and record["wall_time_s"] > 0
