@@ -193,8 +193,6 @@ def _validate(meta: BundleMetadata) -> list[str]:
     if not isinstance(arch, Mapping) or not isinstance(arch.get("model_type"), str):
         problems.append('architecture must be an object with a string "model_type"')
     problems.extend(_validate_files(meta.files))
-    if not isinstance(meta.optional, Mapping):
-        problems.append("optional keys must form a mapping")
     return problems
 
 

@@ -38,7 +38,10 @@ from aidetect_infer.tokenization import TextEncoder, load_tokenizer
 logger = logging.getLogger(__name__)
 
 MODEL_ENV = "AIDETECT_MODEL"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+_PACKAGED_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # inside an installed wheel
+_CHECKOUT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"  # a checkout, editable install
+DEFAULT_MODEL_DIR = _PACKAGED_MODEL_DIR if (_PACKAGED_MODEL_DIR / "aidetect.json").is_file() else _CHECKOUT_MODEL_DIR
+"""The default bundle: carried as package data by the wheel, ``models/default`` in a checkout."""
 _MIN_TEXTS_PER_CHUNK = 256
 
 
@@ -70,7 +73,7 @@ def _existing_default() -> Path:
 
 
 def default_model_path() -> Path:
-    """The bundle ``Detector()`` loads: ``$AIDETECT_MODEL`` if set, else ``<repository>/models/default``."""
+    """The bundle ``Detector()`` loads: ``$AIDETECT_MODEL`` if set, else :data:`DEFAULT_MODEL_DIR`."""
     env = os.environ.get(MODEL_ENV, "").strip()
     return Path(env).expanduser() if env else DEFAULT_MODEL_DIR
 

@@ -95,7 +95,9 @@ def _complete_record(line: bytes) -> dict[str, Any] | None:
         record = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    number = record.get("line") if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    number = record.get("line")
     if isinstance(number, int) and not isinstance(number, bool) and number > 0:
         return record
     return None
@@ -178,7 +180,8 @@ def _skip_done(stream: IO[str], done: dict[str, Any] | None, *, jsonl: bool, sou
     """Read past the input lines the output covers, checking that its last record belongs to this input."""
     if done is None:
         return 0
-    target, number, raw = done["line"], 0, ""
+    target: int = done["line"]
+    number, raw = 0, ""
     while number < target:
         raw = stream.readline()
         if not raw:
