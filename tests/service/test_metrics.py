@@ -1,4 +1,4 @@
-"""The Prometheus exposition written by hand: parsed back line by line and checked against what was recorded."""
+"""The service's Prometheus exposition: parsed back line by line and checked against what was recorded."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aidetect_infer.serve.metrics import Counter, Histogram, ServiceMetrics, render
+pytest.importorskip("prometheus_client")
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.utils import floatToGoString  # noqa: E402
+
+from aidetect_infer.serve.metrics import LATENCY_BUCKETS, ServiceMetrics  # noqa: E402
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -39,32 +44,62 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), min_size=1, max_size=60))
 def test_histogram_buckets_are_cumulative_counts(values):
-    buckets = (0.5, 1.0, 5.0)
-    hist = Histogram("h", "a histogram", buckets, ("path",))
+    metrics = ServiceMetrics(lambda: 0)
     for v in values:
-        hist.observe(v, ("/x",))
-    got = parse(render([hist]))
-    for bound in buckets:
+        metrics.latency.labels("/x").observe(v)
+    got = parse(metrics.render())
+    name = "aidetect_request_duration_seconds"
+    for bound in LATENCY_BUCKETS:
         expected = sum(1 for v in values if v <= bound)
-        assert got[key("h_bucket", path="/x", le=f"{bound:g}")] == expected
-    assert got[key("h_bucket", path="/x", le="+Inf")] == len(values)
-    assert got[key("h_count", path="/x")] == len(values) == hist.count(("/x",))
-    assert math.isclose(got[key("h_sum", path="/x")], sum(values), rel_tol=1e-9, abs_tol=1e-9)
+        assert got[key(f"{name}_bucket", path="/x", le=floatToGoString(bound))] == expected
+    assert got[key(f"{name}_bucket", path="/x", le="+Inf")] == len(values)
+    assert got[key(f"{name}_count", path="/x")] == len(values)
+    assert metrics.registry.get_sample_value(f"{name}_count", {"path": "/x"}) == len(values)
+    assert math.isclose(got[key(f"{name}_sum", path="/x")], sum(values), rel_tol=1e-9, abs_tol=1e-9)
 
 
 def test_counter_labels_are_escaped_and_read_back():
-    counter = Counter("c_total", "a counter", ("path",))
+    metrics = ServiceMetrics(lambda: 0)
     odd = 'a "quoted" \\ path\nwith a newline'
-    counter.inc(labels=(odd,))
-    counter.inc(2.5, labels=(odd,))
-    counter.inc(labels=("/plain",))
-    got = parse(render([counter]))
-    assert got[key("c_total", path=odd)] == 3.5
-    assert got[key("c_total", path="/plain")] == 1
+    metrics.requests.labels(odd, "200").inc()
+    metrics.requests.labels(odd, "200").inc(2.5)
+    metrics.requests.labels("/plain", "200").inc()
+    got = parse(metrics.render())
+    assert got[key("aidetect_requests_total", path=odd, status="200")] == 3.5
+    assert got[key("aidetect_requests_total", path="/plain", status="200")] == 1
     with pytest.raises(ValueError):
-        counter.inc(-1, labels=("/plain",))
+        metrics.requests.labels("/plain", "200").inc(-1)
     with pytest.raises(ValueError):
-        counter.inc(labels=())
+        metrics.requests.labels("/plain")
+
+
+def test_services_in_one_process_keep_separate_registries():
+    one, two = ServiceMetrics(lambda: 1), ServiceMetrics(lambda: 2)
+    one.batch_done(5, 0.01)
+    assert parse(one.render())[key("aidetect_texts_scored_total")] == 5
+    assert parse(two.render())[key("aidetect_texts_scored_total")] == 0
+    assert parse(two.render())[key("aidetect_queue_depth_texts")] == 2
+
+
+def test_rendered_text_parses_with_the_prometheus_parser():
+    metrics = ServiceMetrics(lambda: 0)
+    for status, seconds in [(200, 0.003), (200, 0.2), (503, 30.0)]:
+        metrics.request_started()
+        metrics.request_finished("/v1/detect", status, seconds)
+    families = {family.name: family for family in text_string_to_metric_families(metrics.render())}
+    requests = families["aidetect_requests"]
+    assert requests.type == "counter" and requests.documentation == "HTTP requests answered, by path and status."
+    counts = {s.labels["status"]: s.value for s in requests.samples if s.name == "aidetect_requests_total"}
+    assert counts == {"200": 2.0, "503": 1.0}
+    latency = families["aidetect_request_duration_seconds"]
+    assert latency.type == "histogram"
+    samples = {(s.name, s.labels.get("le")): s.value for s in latency.samples if s.labels["path"] == "/v1/detect"}
+    assert samples[("aidetect_request_duration_seconds_bucket", "0.005")] == 1
+    assert samples[("aidetect_request_duration_seconds_bucket", "0.25")] == 2
+    assert samples[("aidetect_request_duration_seconds_bucket", "10.0")] == 2
+    assert samples[("aidetect_request_duration_seconds_bucket", "+Inf")] == 3
+    assert samples[("aidetect_request_duration_seconds_count", None)] == 3
+    assert math.isclose(samples[("aidetect_request_duration_seconds_sum", None)], 30.203)
 
 
 def test_service_metrics_exports_what_the_issue_names():
@@ -82,8 +117,8 @@ def test_service_metrics_exports_what_the_issue_names():
     assert got[key("aidetect_requests_total", path="/v1/detect", status="200")] == 1
     assert got[key("aidetect_requests_total", path="/v1/detect", status="503")] == 1
     assert got[key("aidetect_request_duration_seconds_count", path="/v1/detect")] == 2
-    assert got[key("aidetect_batch_size_texts_bucket", le="4")] == 1
-    assert got[key("aidetect_batch_size_texts_bucket", le="64")] == 2
+    assert got[key("aidetect_batch_size_texts_bucket", le="4.0")] == 1
+    assert got[key("aidetect_batch_size_texts_bucket", le="64.0")] == 2
     assert got[key("aidetect_texts_scored_total")] == 43
     assert got[key("aidetect_queue_depth_texts")] == 7
     assert got[key("aidetect_requests_in_flight")] == 1
