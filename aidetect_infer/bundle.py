@@ -43,7 +43,7 @@ REQUIRED_KEYS = (
     "architecture",
     "files",
 )
-OPTIONAL_KEYS = ("training", "metrics", "gates", "recipe", "producer", "created")
+OPTIONAL_KEYS = ("training", "metrics", "gates", "recipe", "producer", "created", "decision")
 MIN_MAX_LENGTH, MAX_MAX_LENGTH = 8, 8192
 _HASH_CHUNK = 1 << 20
 

@@ -85,6 +85,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=16, metavar="N", help="windows per batch (default 16)")
     group.add_argument("--max-length", type=int, metavar="N", help="tokens per window, at most the bundle's")
     group.add_argument("--truncate", action="store_true", help="score only the first window of long texts")
+    group.add_argument(
+        "--max-false-positive-rate",
+        type=float,
+        metavar="RATE",
+        help="decide at the bundle's validated operating point flagging at most this share of human texts",
+    )
     group.add_argument("-v", "--verbose", action="store_true", help="log what the library does to stderr")
 
 
@@ -100,6 +106,7 @@ def load_detector(args: argparse.Namespace) -> Detector:
         max_length=args.max_length,
         truncation=args.truncate,
         variant=args.variant,
+        max_false_positive_rate=args.max_false_positive_rate,
     )
 
 

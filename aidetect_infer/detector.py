@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
 from aidetect_infer.bundle import MIN_MAX_LENGTH, BundleMetadata, load_bundle
+from aidetect_infer.decision import DecisionPolicy
 from aidetect_infer.errors import (
     GET_MODEL_HINT,
     REBUILD_HINT,
@@ -50,17 +51,21 @@ class Prediction:
     """The verdict on one text.
 
     Attributes:
-        label: ``labels[1]`` (``"ai"``) when ``score >= threshold``, else ``labels[0]`` (``"human"``).
-        score: P(AI) in [0, 1]; for a text split into windows, the windows' P(AI) averaged with weights equal
-            to their content-token counts.
-        threshold: The decision threshold used.
+        label: ``labels[1]`` (``"ai"``) when ``score >= threshold``; ``"uncertain"`` when the score lies in the
+            bundle's uncertain band or the text is too short to judge; else ``labels[0]`` (``"human"``). See
+            :mod:`aidetect_infer.decision`.
+        score: Calibrated P(AI) in [0, 1]; for a text split into windows, the windows' P(AI) averaged with
+            weights equal to their content-token counts.
+        threshold: The AI threshold used.
         windows: How many windows were scored (1 unless the text is longer than one window).
+        tokens: Content tokens of the text (special tokens not counted).
     """
 
     label: str
     score: float
     threshold: float
     windows: int
+    tokens: int = 0
 
 
 def _existing_default() -> Path:
@@ -137,10 +142,13 @@ class Detector:
         truncation: Score only the first window of long texts.
         max_length: Tokens per window, at most the bundle's ``max_length``; ``None`` uses the bundle's.
         io_binding: Run batches through IOBinding; ``None`` does so exactly when the session runs on a GPU.
+        max_false_positive_rate: Decide at the bundle's validated operating point with the largest
+            false-positive rate on human texts not above this; ``None`` uses the bundle's own.
 
     Raises:
         InvalidInputError: Only some of ``session``/``tokenizer``/``metadata`` were given, or of a wrong type.
-        InvalidValueError: ``batch_size`` or ``max_length`` out of range.
+        InvalidValueError: ``batch_size``, ``max_length`` or ``max_false_positive_rate`` out of range, or an
+            operating point the bundle does not record.
         ModelFilesMissingError: No argument given and the default bundle does not exist.
         BundleError: The graph or tokenizer does not fit this runtime.
     """
@@ -155,6 +163,7 @@ class Detector:
         truncation: bool = False,
         max_length: int | None = None,
         io_binding: bool | None = None,
+        max_false_positive_rate: float | None = None,
     ) -> None:
         if session is None and tokenizer is None and metadata is None:
             session, tokenizer, metadata = _load_parts(_existing_default(), provider="auto", threads=None, variant=None)
@@ -176,6 +185,9 @@ class Detector:
         )
         self._batch_size = batch_size
         self._truncation = bool(truncation)
+        self._policy = DecisionPolicy.from_metadata(
+            metadata.threshold, metadata.optional, max_false_positive_rate=max_false_positive_rate
+        )
         _probe(session, self._graph, self._encoder, tokenizer, self._metadata)
 
     @classmethod
@@ -191,6 +203,7 @@ class Detector:
         variant: str | None = None,
         gpu_options: GpuOptions | None = None,
         io_binding: bool | None = None,
+        max_false_positive_rate: float | None = None,
     ) -> Detector:
         """Load a model bundle.
 
@@ -208,6 +221,7 @@ class Detector:
             gpu_options: CUDA/TensorRT device id, memory limit, arena and cuDNN settings (see
                 :class:`~aidetect_infer.gpu.GpuOptions`); ignored on the CPU.
             io_binding: Run batches through IOBinding; ``None`` does so exactly on a GPU.
+            max_false_positive_rate: See the class docstring.
 
         Returns:
             The detector.
@@ -232,6 +246,7 @@ class Detector:
             truncation=truncation,
             max_length=max_length,
             io_binding=io_binding,
+            max_false_positive_rate=max_false_positive_rate,
         )
 
     @property
@@ -246,8 +261,13 @@ class Detector:
 
     @property
     def threshold(self) -> float:
-        """The decision threshold: ``score >= threshold`` means AI."""
-        return self._metadata.threshold
+        """The AI threshold: ``score >= threshold`` means AI."""
+        return self._policy.threshold
+
+    @property
+    def policy(self) -> DecisionPolicy:
+        """Calibration, thresholds and the uncertain band in use."""
+        return self._policy
 
     def __repr__(self) -> str:
         meta = self._metadata
@@ -274,17 +294,17 @@ class Detector:
                 and type of the first bad item).
         """
         items, single = _as_texts(texts)
-        scores, windows = self._score(items)
-        threshold = self._metadata.threshold
-        negative, positive = self._metadata.labels
+        scores, windows, tokens = self._score(items)
+        policy, labels = self._policy, self._metadata.labels
         predictions = [
             Prediction(
-                label=positive if score >= threshold else negative,
+                label=policy.label(float(score), int(length), labels),
                 score=float(score),
-                threshold=threshold,
+                threshold=policy.threshold,
                 windows=int(count),
+                tokens=int(length),
             )
-            for score, count in zip(scores, windows, strict=True)
+            for score, count, length in zip(scores, windows, tokens, strict=True)
         ]
         return predictions[0] if single else predictions
 
@@ -303,20 +323,23 @@ class Detector:
         items, _ = _as_texts(texts)
         return self._score(items)[0].astype(np.float32)
 
-    def _score(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-        """Scores (float64) and window counts of ``texts``, encoded and run in chunks to bound memory."""
+    def _score(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
+        """Scores (float64), window counts and content-token counts of ``texts``, in chunks to bound memory."""
         scores = np.empty(len(texts), dtype=np.float64)
         windows = np.empty(len(texts), dtype=np.int64)
+        tokens = np.empty(len(texts), dtype=np.int64)
         chunk = max(_MIN_TEXTS_PER_CHUNK, 16 * self._batch_size)
         for begin in range(0, len(texts), chunk):
             part = slice(begin, begin + chunk)
-            scores[part], windows[part] = self._score_chunk(texts[part])
-        return scores, windows
+            scores[part], windows[part], tokens[part] = self._score_chunk(texts[part])
+        return scores, windows, tokens
 
-    def _score_chunk(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    def _score_chunk(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
         owners: list[int] = []
         rows: list[NDArray[np.int64]] = []
+        lengths = np.zeros(len(texts), dtype=np.int64)
         for index, ids in enumerate(self._encoder.encode(texts)):
+            lengths[index] = len(ids)
             for start, stop in self._encoder.spans(len(ids), truncation=self._truncation):
                 owners.append(index)
                 rows.append(ids[start:stop])
@@ -327,12 +350,12 @@ class Detector:
             batch = order[begin : begin + self._batch_size]
             input_ids, attention_mask = self._encoder.pad_batch([rows[k] for k in batch])
             logits = _checked(run_logits(self._session, self._graph, input_ids, attention_mask), len(batch))
-            p_ai[batch] = _softmax_ai(logits)
+            p_ai[batch] = _softmax_ai(logits / self._policy.temperature)
         owner = np.asarray(owners, dtype=np.int64)
         weight = np.asarray([max(len(r), 1) for r in rows], dtype=np.float64)
         total = np.bincount(owner, weights=weight, minlength=len(texts))
         scores = np.bincount(owner, weights=weight * p_ai, minlength=len(texts)) / total
-        return scores, np.bincount(owner, minlength=len(texts))
+        return scores, np.bincount(owner, minlength=len(texts)), lengths
 
 
 def _checked(logits: NDArray[np.float64], rows: int) -> NDArray[np.float64]:

@@ -341,7 +341,12 @@ def score_file(
 
 
 def _result(prediction: Prediction) -> dict[str, Any]:
-    return {"label": prediction.label, "score": round(prediction.score, 6), "windows": prediction.windows}
+    return {
+        "label": prediction.label,
+        "score": round(prediction.score, 6),
+        "windows": prediction.windows,
+        "tokens": prediction.tokens,
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

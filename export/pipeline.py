@@ -6,8 +6,12 @@ The TOML file names every stage and its options:
 
 - ``[[train]]`` (one or more): options of :class:`export.train.TrainConfig`. A stage without ``base`` continues
   from the previous stage's checkpoint; without ``out`` it writes ``<work_dir>/train-<n>``.
+- ``[normalize]`` (optional): ``fold_confusables = true`` folds look-alike letters in the trained checkpoint's
+  tokenizer (``export.normalize``).
 - ``[prune]`` (optional): options of ``python -m export.prune`` (structural pruning and recovery).
 - ``[export]``: options of ``python -m export.to_onnx`` (variants, evaluation sets, gates).
+- ``[calibrate]`` (optional): options of ``export.calibrate.CalibrateConfig`` (temperature, operating points,
+  uncertain band, per-domain report), applied to the shipped variant.
 - top level: ``name`` (the bundle name), ``work_dir`` (intermediate results, git-ignored), ``out`` (where the
   chosen bundle goes, e.g. ``models/default``), ``variant`` (which exported variant to ship) and ``data_dir``
   (where the data files named in the stages are found; default the repository's ``data/``).
@@ -86,6 +90,11 @@ def run_pipeline(config_path: Path, *, resume: bool = False, until: str | None =
         checkpoint = out
     if checkpoint is None:
         raise SystemExit("error: the configuration has no [[train]] stage")
+    if config.get("normalize", {}).get("fold_confusables"):
+        from export.normalize import fold_checkpoint
+
+        if fold_checkpoint(checkpoint):
+            log.info("normalize: %s folds look-alike letters now", checkpoint)
     if until == "train":
         return None
 
@@ -116,6 +125,16 @@ def run_pipeline(config_path: Path, *, resume: bool = False, until: str | None =
             export_main,
             ["--checkpoint", str(checkpoint), "--out", str(bundles), "--overwrite"] + to_argv(options),
         )
+    if until == "export":
+        return None
+    if "calibrate" in config:
+        from export.calibrate import CalibrateConfig, calibrate_bundle
+
+        options = dict(config["calibrate"])
+        options["data"] = tuple(options["data"])
+        decision = (json.loads((bundles / variant / "aidetect.json").read_text(encoding="utf-8"))).get("decision")
+        if not (resume and decision):
+            calibrate_bundle(CalibrateConfig(bundle=str(bundles / variant), **options))
     return ship(bundles / variant, Path(config.get("out", "models/default")), config_path)
 
 
@@ -144,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, type=Path, help="pipeline TOML file (see configs/)")
     p.add_argument("--resume", action="store_true", help="reuse stages whose complete output exists")
-    p.add_argument("--until", choices=["train", "prune"], help="stop after this stage")
+    p.add_argument("--until", choices=["train", "prune", "export"], help="stop after this stage")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_pipeline(args.config, resume=args.resume, until=args.until)

@@ -49,9 +49,13 @@ class DetectRequest(BaseModel):
 class PredictionOut(BaseModel):
     """The verdict on one text."""
 
-    label: str = Field(description='"ai" when score >= threshold, else "human" (the bundle\'s labels).')
-    score: float = Field(description="P(AI) in [0, 1].")
+    label: str = Field(
+        description='"ai" when score >= threshold; "uncertain" in the bundle\'s uncertain band or for a text too '
+        'short to judge; else "human" (the bundle\'s labels).'
+    )
+    score: float = Field(description="Calibrated P(AI) in [0, 1].")
     windows: int = Field(description="Windows scored (more than 1 for texts longer than one window).")
+    tokens: int = Field(description="Content tokens of the text.")
 
 
 class DetectResponse(BaseModel):
@@ -137,7 +141,9 @@ class Service:
             return _error(503, str(exc), headers={"Retry-After": str(self.config.retry_after_s)})
         answer = {
             **self.model_info,
-            "predictions": [{"label": p.label, "score": p.score, "windows": p.windows} for p in predictions],
+            "predictions": [
+                {"label": p.label, "score": p.score, "windows": p.windows, "tokens": p.tokens} for p in predictions
+            ],
         }
         return Response(json.dumps(answer, ensure_ascii=False), media_type="application/json")
 

@@ -1,0 +1,411 @@
+"""Decide how a bundle decides: calibration, operating points, the "uncertain" band and a per-domain report.
+
+    python -m export.calibrate --bundle runs/default/bundles/int8 --data detectgpt_family.jsonl.gz \\
+        outfox_essays.jsonl.gz l2r_rewrites.jsonl.gz assistant_synth.jsonl.gz
+
+Everything is chosen on the **validation groups of every data set** (the split recorded in the bundle's
+training record); the OUTFOX ``test`` half is scored for the report only, after every choice is made.
+
+1. Temperature: P(AI) = softmax(logits / T), T fitted by minimising the domain-balanced log loss of the first
+   window of each validation text (``export.mix`` weights: every data set, domain and label its share).
+2. Operating points: for each false-positive rate in :data:`FALSE_POSITIVE_RATES`, the lowest threshold at
+   which at most that share of the validation human texts (domain-balanced, every domain together) scores at
+   or above it. The bundle's ``threshold`` becomes the point of ``--false-positive-rate`` (default 1%); scores
+   between it and the point of ``--uncertain-false-positive-rate`` (default 10%) are "uncertain".
+3. Shortest text judged: every validation text cut to N content tokens, for N in :data:`LENGTHS`; ``min_tokens``
+   is the smallest N at which the human texts flagged at the AI threshold stay within twice the target rate.
+4. Report: per data set and domain (validation groups, and the held-out OUTFOX test half), ROC AUC, TPR at 1%
+   FPR, human texts flagged as AI and AI texts caught at the shipped threshold, and the uncertain share; per
+   generator the catch rate; written to ``aidetect.json`` (``decision``, ``metrics.domains``), printed, and
+   added to the model card.
+
+``aidetect.json`` is metadata (the sha256 checks cover ``model.onnx`` and ``tokenizer.json``), so the bundle is
+updated in place, atomically, and re-verified by loading it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from export import metrics, mix
+from export.data import Record, filter_records, in_validation, load_records, use_data_dir
+
+logger = logging.getLogger(__name__)
+
+FALSE_POSITIVE_RATES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+LENGTHS = (4, 8, 16, 24, 32, 48, 64, 96, 128)
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """What :func:`calibrate_bundle` does (see the module docstring)."""
+
+    bundle: str
+    data: tuple[str, ...]
+    false_positive_rate: float = 0.01
+    uncertain_false_positive_rate: float = 0.1
+    threads: int | None = None
+    shares: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("at least one --data file is needed")
+        if self.false_positive_rate not in FALSE_POSITIVE_RATES:
+            raise ValueError(f"false_positive_rate must be one of {FALSE_POSITIVE_RATES}")
+        if not self.false_positive_rate < self.uncertain_false_positive_rate < 1:
+            raise ValueError("uncertain_false_positive_rate must lie above false_positive_rate and below 1")
+
+
+def _split(bundle_meta: dict[str, Any]) -> tuple[float, str, dict[str, float] | None]:
+    config = (bundle_meta.get("training") or {}).get("config") or {}
+    source = ((bundle_meta.get("training") or {}).get("source") or {}).get("training") or {}
+    shares = config.get("shares") or (source.get("config") or {}).get("shares")
+    return float(config.get("val_fraction", 0.1)), str(config.get("split_salt", "aidetect")), shares
+
+
+def validation_records(paths: Sequence[str], val_fraction: float, salt: str) -> list[Record]:
+    """The validation groups of every file (never the OUTFOX test half)."""
+    out: list[Record] = []
+    for path in paths:
+        records = filter_records(load_records(path), held_out=False)
+        out += [r for r in records if in_validation(r.group, val_fraction, salt)]
+    return out
+
+
+def held_out_records(paths: Sequence[str]) -> list[Record]:
+    """The OUTFOX test half, for the report only."""
+    out: list[Record] = []
+    for path in paths:
+        out += filter_records(load_records(path), held_out=True)
+    return out
+
+
+def fit_temperature(margins: NDArray[np.float64], labels: NDArray[np.int64], weights: NDArray[np.float64]) -> float:
+    """The T minimising the weighted log loss of sigmoid(margin / T) (grid, then a finer grid around the best)."""
+
+    def loss(t: float) -> float:
+        z = margins / t
+        # log(1 + exp(-z)) for AI, log(1 + exp(z)) for human, written to stay finite
+        per = np.where(labels == 1, np.logaddexp(0.0, -z), np.logaddexp(0.0, z))
+        return float(np.sum(weights * per) / np.sum(weights))
+
+    grid = np.geomspace(0.05, 20.0, 121)
+    best = grid[int(np.argmin([loss(t) for t in grid]))]
+    fine = np.geomspace(best / 1.06, best * 1.06, 41)
+    return float(fine[int(np.argmin([loss(t) for t in fine]))])
+
+
+def weighted_threshold(scores: NDArray[np.float64], weights: NDArray[np.float64], rate: float) -> float:
+    """The lowest threshold t with weighted share of ``scores >= t`` at most ``rate``."""
+    order = np.argsort(-scores, kind="stable")
+    s, w = scores[order], weights[order] / weights.sum()
+    cumulative = np.cumsum(w)
+    # walk down the sorted scores; a threshold just above a score excludes it and everything below
+    allowed = np.nonzero(cumulative <= rate + 1e-12)[0]
+    if allowed.size == 0:
+        return float(np.nextafter(s[0], np.inf))
+    k = int(allowed[-1])
+    # all of s[:k+1] may be flagged; ties with s[k+1] must not be, so the threshold is s[k] unless s[k+1] == s[k]
+    t = float(s[k])
+    if k + 1 < s.size and s[k + 1] == s[k]:
+        t = float(np.nextafter(s[k], np.inf))
+    return min(1.0, t)
+
+
+def _share(mask: NDArray[np.bool_], weights: NDArray[np.float64]) -> float:
+    return float(np.sum(weights[mask]) / np.sum(weights)) if np.sum(weights) > 0 else math.nan
+
+
+def operating_points(
+    scores: NDArray[np.float64], labels: NDArray[np.int64], weights: NDArray[np.float64]
+) -> list[dict[str, float]]:
+    """The threshold of each false-positive rate on the (weighted) human texts, with its measured rates."""
+    human, ai = labels == 0, labels == 1
+    points = []
+    for rate in FALSE_POSITIVE_RATES:
+        t = weighted_threshold(scores[human], weights[human], rate)
+        points.append(
+            {
+                "false_positive_rate": rate,
+                "threshold": t,
+                "measured_false_positive_rate": _share(scores[human] >= t, weights[human]),
+                "true_positive_rate": _share(scores[ai] >= t, weights[ai]),
+            }
+        )
+    return points
+
+
+def group_report(
+    records: Sequence[Record],
+    scores: NDArray[np.float64],
+    key: str,
+    threshold: float,
+    human_threshold: float,
+    min_tokens: int,
+    tokens: NDArray[np.int64],
+) -> list[dict[str, Any]]:
+    """Per group (``dataset/domain`` or ``generator``): n, ROC AUC, TPR at 1% FPR, flagged, caught, uncertain."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        name = f"{r.dataset}/{r.domain}" if key == "domain" else f"{r.dataset}/{r.generator}"
+        groups[name].append(i)
+    bands = (threshold, human_threshold, min_tokens)
+    return [
+        report_row(name, [records[i].label for i in idx], scores[idx], tokens[idx], *bands)
+        for name, idx in sorted(groups.items())
+    ]
+
+
+def report_row(
+    name: str,
+    labels: Sequence[int],
+    scores: NDArray[np.float64],
+    tokens: NDArray[np.int64],
+    threshold: float,
+    human_threshold: float,
+    min_tokens: int,
+) -> dict[str, Any]:
+    """One line of the report: n, ROC AUC, TPR at 1% FPR, human flagged, AI caught, uncertain share."""
+    y = np.asarray(labels)
+    short = tokens < min_tokens
+    ai_label = (scores >= threshold) & ~short
+    uncertain = ((scores >= human_threshold) & (scores < threshold)) | short
+    both = 0 < y.sum() < len(y)
+    return {
+        "set": name,
+        "n": len(y),
+        "human": int((y == 0).sum()),
+        "ai": int((y == 1).sum()),
+        "roc_auc": metrics.roc_auc(y, scores) if both else None,
+        "tpr_at_1pct_fpr": metrics.tpr_at_fpr(y, scores, 0.01) if both else None,
+        "flagged_human": float(ai_label[y == 0].mean()) if (y == 0).any() else None,
+        "caught_ai": float(ai_label[y == 1].mean()) if (y == 1).any() else None,
+        "uncertain": float(uncertain.mean()),
+    }
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
+    head = "| " + title + " | n | human | AI | ROC AUC | TPR at 1% FPR | human flagged as AI | AI caught | uncertain |"
+    lines = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        cells = [r["set"], r["n"], r["human"], r["ai"], r["roc_auc"], r["tpr_at_1pct_fpr"]]
+        cells += [r["flagged_human"], r["caught_ai"], r["uncertain"]]
+        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _score(detector: Any, records: Sequence[Record]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    preds = detector.predict([r.text for r in records])
+    return np.array([p.score for p in preds], dtype=np.float64), np.array([p.tokens for p in preds], dtype=np.int64)
+
+
+def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
+    """Write ``decision`` and ``metrics.domains`` into the bundle's ``aidetect.json``; return what was written.
+
+    Raises:
+        export.data.DataError: Unusable data.
+        ValueError: Too few validation texts of a class.
+    """
+    from aidetect_infer import Detector
+
+    bundle = Path(cfg.bundle)
+    meta_path = bundle / "aidetect.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta.pop("decision", None)
+    val_fraction, salt, recorded_shares = _split(meta)
+    shares = cfg.shares if cfg.shares is not None else recorded_shares
+    val = validation_records(cfg.data, val_fraction, salt)
+    y = np.array([r.label for r in val], dtype=np.int64)
+    if (y == 0).sum() < 50 or (y == 1).sum() < 50:
+        raise ValueError(f"calibration needs at least 50 validation texts of each class, got {np.bincount(y)}")
+    weights = mix.balanced_weights(val, shares)
+    threads = cfg.threads or os.cpu_count() or 1
+    _write(meta_path, meta)  # uncalibrated: the margins below are the model's own
+
+    first = Detector.from_pretrained(bundle, provider="cpu", threads=threads, truncation=True)
+    p = np.clip(first.predict_proba([r.text for r in val]).astype(np.float64), 1e-7, 1 - 1e-7)
+    temperature = fit_temperature(np.log(p) - np.log1p(-p), y, weights)
+    logger.info("temperature %.3f (domain-balanced log loss on %d validation texts)", temperature, len(val))
+
+    meta["decision"] = {
+        "temperature": temperature,
+        "operating_points": [{"false_positive_rate": 0.5, "threshold": 0.5}],
+    }
+    _write(meta_path, meta)
+    calibrated = Detector.from_pretrained(bundle, provider="cpu", threads=threads)
+    scores, tokens = _score(calibrated, val)
+    points = operating_points(scores, y, weights)
+    ai_point = next(pt for pt in points if pt["false_positive_rate"] == cfg.false_positive_rate)
+    band = next(pt for pt in points if pt["false_positive_rate"] == cfg.uncertain_false_positive_rate)
+    threshold, human_threshold = ai_point["threshold"], min(ai_point["threshold"], band["threshold"])
+
+    by_length = []
+    human = y == 0
+    for n in LENGTHS:
+        cut = Detector.from_pretrained(
+            bundle, provider="cpu", threads=threads, max_length=max(8, n + 2), truncation=True
+        )
+        s = cut.predict_proba([r.text for r in val]).astype(np.float64)
+        by_length.append(
+            {
+                "tokens": n,
+                "roc_auc": metrics.roc_auc(y, s),
+                "flagged_human": _share(s[human] >= threshold, weights[human]),
+                "caught_ai": _share(s[~human] >= threshold, weights[~human]),
+            }
+        )
+    min_tokens = next(
+        (row["tokens"] for row in by_length if row["flagged_human"] <= 2 * cfg.false_positive_rate), LENGTHS[-1]
+    )
+
+    decision = {
+        "temperature": temperature,
+        "false_positive_rate": cfg.false_positive_rate,
+        "uncertain_false_positive_rate": cfg.uncertain_false_positive_rate,
+        "operating_points": points,
+        "min_tokens": int(min_tokens),
+        "by_length": by_length,
+        "validation_texts": len(val),
+        "rule": (
+            f"temperature by domain-balanced log loss; AI threshold: at most {cfg.false_positive_rate:.1%} of the "
+            f"validation human texts (every domain together, domain-balanced) at or above it; 'uncertain' between "
+            f"the {cfg.uncertain_false_positive_rate:.0%} point and it, and below {min_tokens} content tokens (the "
+            "shortest cut of the validation texts whose human false-positive rate stays within twice the target)"
+        ),
+    }
+    report_val = group_report(val, scores, "domain", threshold, human_threshold, min_tokens, tokens)
+    gens_val = group_report(val, scores, "generator", threshold, human_threshold, min_tokens, tokens)
+    test = held_out_records(cfg.data)
+    report_test: list[dict[str, Any]] = []
+    if test:
+        ts, tt = _score(calibrated, test)
+        attacks = sorted({r.attack for r in test if r.label == 1} | {"none"})
+        by_attack: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(test):
+            for name in attacks if r.label == 0 else [r.attack]:
+                by_attack[name].append(i)  # the human texts belong to every attack's set
+        for attack, idx in sorted(by_attack.items()):
+            name = f"{test[idx[0]].dataset}/test, {'no attack' if attack == 'none' else attack}"
+            labels = [test[i].label for i in idx]
+            report_test.append(report_row(name, labels, ts[idx], tt[idx], threshold, human_threshold, min_tokens))
+        gens_test = group_report(test, ts, "generator", threshold, human_threshold, min_tokens, tt)
+        report_test += [{**r, "set": r["set"] + " (test)"} for r in gens_test]
+
+    meta["threshold"] = threshold
+    meta["decision"] = decision
+    meta.setdefault("metrics", {})["domains"] = {
+        "validation": report_val,
+        "validation_generators": gens_val,
+        "held_out": report_test,
+        "note": "validation groups chose every setting; the held-out OUTFOX test half is reported only",
+    }
+    _write(meta_path, meta)
+    Detector.from_pretrained(bundle, provider="cpu", threads=1)  # still loads, with the new decision
+    card = bundle / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8").split("\n## Decisions and where the model fails")[0].rstrip()
+        card.write_text(text + "\n\n" + card_section(decision, report_val, gens_val, report_test) + "\n", "utf-8")
+    return {"decision": decision, "validation": report_val, "generators": gens_val, "held_out": report_test}
+
+
+def card_section(
+    decision: dict[str, Any],
+    val: Sequence[dict[str, Any]],
+    gens: Sequence[dict[str, Any]],
+    test: Sequence[dict[str, Any]],
+) -> str:
+    """The model card's section on decisions and per-domain results."""
+    points = "\n".join(
+        f"| {p['false_positive_rate']:.3f} | {p['threshold']:.4f} | {p['measured_false_positive_rate']:.4f} "
+        f"| {p['true_positive_rate']:.3f} |"
+        for p in decision["operating_points"]
+    )
+    worst = sorted((r for r in val if r["flagged_human"] is not None), key=lambda r: -r["flagged_human"])[:5]
+    lines = [
+        "## Decisions and where the model fails",
+        "",
+        f"Rule: {decision['rule']}. Temperature {decision['temperature']:.3f}; AI threshold at "
+        f"{decision['false_positive_rate']:.1%} FPR; texts under {decision['min_tokens']} tokens are 'uncertain'.",
+        "",
+        "| target FPR | threshold | measured FPR (validation humans) | TPR (validation AI) |",
+        "| ---: | ---: | ---: | ---: |",
+        points,
+        "",
+        "Validation groups (they chose every setting above):",
+        "",
+        markdown(val, "data set / domain"),
+        "",
+        "Per generator (validation groups):",
+        "",
+        markdown(gens, "data set / generator"),
+        "",
+    ]
+    if test:
+        lines += ["Held out (OUTFOX test half, never used for any choice):", "", markdown(test, "set"), ""]
+    lines.append(
+        "Worst validation domains for false accusations: "
+        + "; ".join(f"{r['set']} {r['flagged_human']:.1%}" for r in worst)
+        + "."
+    )
+    return "\n".join(lines)
+
+
+def _write(path: Path, meta: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.calibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", required=True, help="bundle directory to update")
+    p.add_argument("--data", required=True, nargs="+", action="extend", help="data files (validation groups used)")
+    p.add_argument("--false-positive-rate", type=float, default=0.01)
+    p.add_argument("--uncertain-false-positive-rate", type=float, default=0.1)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--data-dir", help="where bare data file names are found (default: the repository's data/)")
+    p.add_argument("--report", type=Path, help="also write the report as JSON here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from export.data import DataError
+
+    if args.data_dir:
+        use_data_dir(args.data_dir)
+    try:
+        cfg = CalibrateConfig(
+            bundle=args.bundle, data=tuple(args.data), false_positive_rate=args.false_positive_rate,
+            uncertain_false_positive_rate=args.uncertain_false_positive_rate, threads=args.threads,
+        )  # fmt: skip
+        result = calibrate_bundle(cfg)
+    except (DataError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(card_section(result["decision"], result["validation"], result["generators"], result["held_out"]))
+    if args.report:
+        args.report.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The look-alike fold written into tokenizer.json (export.normalize)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+
+from export.augment import HOMOGLYPHS
+from export.normalize import CONFUSABLES, fold_checkpoint, fold_tokenizer_file, folds
+
+REPO = Path(__file__).resolve().parents[2]
+REAL = REPO / "models" / "default" / "tokenizer.json"
+
+
+def _folded(tmp_path: Path) -> Path:
+    path = tmp_path / "tokenizer.json"
+    shutil.copyfile(REAL, path)
+    assert fold_tokenizer_file(path)
+    return path
+
+
+def test_look_alikes_tokenize_as_latin(tmp_path: Path) -> None:
+    plain, folded = Tokenizer.from_file(str(REAL)), Tokenizer.from_file(str(_folded(tmp_path)))
+    latin = "The experiment shows a clear pattern across every sample we collected."
+    attacked = "".join(HOMOGLYPHS.get(c, c) for c in latin)
+    assert attacked != latin
+    assert folded.encode(attacked).ids == plain.encode(latin).ids
+    assert plain.encode(attacked).ids != plain.encode(latin).ids
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_characters=list(CONFUSABLES)), max_size=200))
+def test_text_without_look_alikes_is_unchanged(text: str) -> None:
+    plain, folded = _tokenizers()
+    assert folded.encode(text).ids == plain.encode(text).ids
+
+
+_CACHE: dict[str, Tokenizer] = {}
+
+
+def _tokenizers() -> tuple[Tokenizer, Tokenizer]:
+    if not _CACHE:
+        text = json.loads(REAL.read_text(encoding="utf-8"))
+        from export.normalize import with_fold
+
+        _CACHE["plain"] = Tokenizer.from_file(str(REAL))
+        _CACHE["folded"] = Tokenizer.from_str(json.dumps(with_fold(text)))
+    return _CACHE["plain"], _CACHE["folded"]
+
+
+def test_fold_is_idempotent_and_recorded(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    shutil.copyfile(REAL, ckpt / "tokenizer.json")
+    (ckpt / "training.json").write_text("{}")
+    assert fold_checkpoint(ckpt)
+    first = (ckpt / "tokenizer.json").read_bytes()
+    assert not fold_checkpoint(ckpt) and (ckpt / "tokenizer.json").read_bytes() == first
+    assert folds(json.loads(first)) and json.loads((ckpt / "training.json").read_text())["tokenizer_normalizer"]
