@@ -262,7 +262,7 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
 
     by_length = []
     human = y == 0
-    for n in LENGTHS:
+    for n in (n for n in LENGTHS if n + 2 <= calibrated.metadata.max_length):
         cut = Detector.from_pretrained(
             bundle, provider="cpu", threads=threads, max_length=max(8, n + 2), truncation=True
         )
@@ -276,7 +276,8 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
             }
         )
     min_tokens = next(
-        (row["tokens"] for row in by_length if row["flagged_human"] <= 2 * cfg.false_positive_rate), LENGTHS[-1]
+        (row["tokens"] for row in by_length if row["flagged_human"] <= 2 * cfg.false_positive_rate),
+        by_length[-1]["tokens"],
     )
 
     decision = {
