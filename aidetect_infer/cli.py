@@ -32,7 +32,7 @@ from aidetect_infer.progress import ProgressBar
 from aidetect_infer.textio import TextItem, read_file, read_lines
 
 if TYPE_CHECKING:
-    from aidetect_infer.detector import Detector
+    from aidetect_infer.detector import Detector, Prediction
 
 PROG = "python -m aidetect_infer"
 EXIT_OK, EXIT_BUNDLE, EXIT_PROVIDER, EXIT_INPUT, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
@@ -136,14 +136,15 @@ def _gather(args: argparse.Namespace) -> list[TextItem]:
     return list(read_lines(sys.stdin, jsonl=False, source="<stdin>"))
 
 
-def _format(index: int, item: TextItem, label: str, score: float, windows: int, *, as_json: bool) -> str:
+def _format(index: int, item: TextItem, p: Prediction, *, as_json: bool) -> str:
+    label, score, windows = p.label, p.score, p.windows
     if as_json:
         record: dict[str, object] = {"index": index}
         if item.id is not None:
             record["id"] = item.id
         if item.line is not None:
             record["line"] = item.line
-        record.update(label=label, score=round(score, 6), windows=windows)
+        record.update(label=label, score=round(score, 6), windows=windows, tokens=p.tokens)
         line = json.dumps(record, ensure_ascii=False)
         # an id holding a lone surrogate cannot be written as UTF-8: fall back to JSON's \u escapes
         return line if line.isascii() or _utf8_safe(line) else json.dumps(record)
@@ -174,7 +175,7 @@ def _run_predict(args: argparse.Namespace) -> int:
             part = items[begin : begin + chunk]
             predictions = detector.predict([item.text for item in part])
             lines = [
-                _format(begin + k, item, p.label, p.score, p.windows, as_json=args.json)
+                _format(begin + k, item, p, as_json=args.json)
                 for k, (item, p) in enumerate(zip(part, predictions, strict=True))
             ]
             sys.stdout.write("\n".join(lines) + "\n")

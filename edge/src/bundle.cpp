@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -104,6 +105,124 @@ std::vector<std::string> validate(const json& d) {
     return problems;
 }
 
+/// A JSON number as a double; NaN for null where Python's json would have read NaN (see parse_lenient).
+bool number_of(const json& v, double& out) {
+    if (!v.is_number()) return false;
+    out = v.get<double>();
+    return true;
+}
+
+std::string shown(const json& v) { return v.dump(); }
+
+/// The "decision" object (aidetect_infer.decision.DecisionPolicy.from_metadata's checks), or nullopt when
+/// absent or null; problems are appended to `problems`.
+std::optional<DecisionSpec> read_decision(const json& d, std::vector<std::string>& problems) {
+    if (!d.contains("decision") || d["decision"].is_null()) return std::nullopt;
+    const json& raw = d["decision"];
+    if (!raw.is_object()) {
+        problems.push_back("decision must be an object, got " + shown(raw));
+        return std::nullopt;
+    }
+    const std::size_t before = problems.size();
+    DecisionSpec spec;
+    if (raw.contains("temperature")) {
+        const json& t = raw["temperature"];
+        if (!number_of(t, spec.temperature) || !std::isfinite(spec.temperature) || spec.temperature <= 0.0) {
+            problems.push_back("decision.temperature must be a positive finite number, got " + shown(t));
+        }
+    }
+    if (raw.contains("min_tokens")) {
+        const json& m = raw["min_tokens"];
+        double value = 0;
+        // Python's int(): integers, and floats truncated toward zero.
+        if (m.is_number_integer()) {
+            spec.min_tokens = m.get<std::int64_t>();
+        } else if (number_of(m, value) && std::isfinite(value) && std::fabs(value) < 9e15) {
+            spec.min_tokens = static_cast<std::int64_t>(std::trunc(value));
+        } else {
+            spec.min_tokens = -1;
+        }
+        if (spec.min_tokens < 0) problems.push_back("decision.min_tokens must be an integer >= 0, got " + shown(m));
+    }
+    if (raw.contains("false_positive_rate") && !raw["false_positive_rate"].is_null() &&
+        !number_of(raw["false_positive_rate"], spec.false_positive_rate)) {
+        problems.push_back("decision.false_positive_rate must be a number, got " + shown(raw["false_positive_rate"]));
+    }
+    if (raw.contains("uncertain_false_positive_rate") && !raw["uncertain_false_positive_rate"].is_null()) {
+        double value = 0;
+        if (number_of(raw["uncertain_false_positive_rate"], value)) {
+            spec.uncertain_false_positive_rate = value;
+        } else {
+            problems.push_back("decision.uncertain_false_positive_rate must be a number, got " +
+                               shown(raw["uncertain_false_positive_rate"]));
+        }
+    }
+    const json points = raw.contains("operating_points") ? raw["operating_points"] : json();
+    if (!points.is_array() || points.empty()) {
+        problems.push_back("decision.operating_points must be a non-empty list of {false_positive_rate, threshold} "
+                           "objects, got " + (points.is_null() ? std::string("none") : shown(points)));
+    } else {
+        for (std::size_t i = 0; i < points.size(); ++i) {
+            const json& p = points[i];
+            const std::string where = "decision.operating_points[" + std::to_string(i) + "]";
+            OperatingPoint point;
+            if (!p.is_object() || !p.contains("false_positive_rate") || !p.contains("threshold") ||
+                !number_of(p["false_positive_rate"], point.false_positive_rate) ||
+                !number_of(p["threshold"], point.threshold)) {
+                problems.push_back(where + " must be an object with numbers false_positive_rate and threshold, got " +
+                                   shown(p));
+                continue;
+            }
+            if (!(point.threshold >= 0.0 && point.threshold <= 1.0)) {
+                problems.push_back(where + ".threshold must be in [0, 1], got " + shown(p["threshold"]));
+            }
+            if (p.contains("true_positive_rate") && !p["true_positive_rate"].is_null() &&
+                !number_of(p["true_positive_rate"], point.true_positive_rate)) {
+                problems.push_back(where + ".true_positive_rate must be a number, got " + shown(p["true_positive_rate"]));
+            }
+            spec.operating_points.push_back(point);
+        }
+        std::stable_sort(spec.operating_points.begin(), spec.operating_points.end(),
+                         [](const OperatingPoint& a, const OperatingPoint& b) {
+                             return a.false_positive_rate < b.false_positive_rate;
+                         });
+    }
+    if (problems.size() != before) return std::nullopt;
+    return spec;
+}
+
+/// Python's json.loads reads the literals NaN, Infinity and -Infinity; nlohmann does not. They become null
+/// (outside strings), which the checks then treat as Python treats NaN: refused where a finite number is needed.
+std::string without_nan_literals(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            out.push_back(c);
+            if (c == '\\' && i + 1 < text.size()) {
+                out.push_back(text[++i]);
+            } else if (c == '"') {
+                in_string = false;
+            }
+            continue;
+        }
+        if (c == '"') in_string = true;
+        bool replaced = false;
+        for (std::string_view literal : {std::string_view("NaN"), std::string_view("-Infinity"), std::string_view("Infinity")}) {
+            if (text.compare(i, literal.size(), literal) == 0) {
+                out += "null";
+                i += literal.size() - 1;
+                replaced = true;
+                break;
+            }
+        }
+        if (!replaced) out.push_back(c);
+    }
+    return out;
+}
+
 FileEntry file_entry(const json& entry) {
     return FileEntry{entry["sha256"].get<std::string>(), entry["bytes"].get<std::uint64_t>()};
 }
@@ -115,7 +234,11 @@ BundleMetadata BundleMetadata::parse(std::string_view text, const std::string& s
     try {
         d = json::parse(text);
     } catch (const json::parse_error& exc) {
-        throw BundleError(source + ": not valid JSON (" + exc.what() + "); " + kRebuildHint);
+        try {
+            d = json::parse(without_nan_literals(text));
+        } catch (const json::parse_error&) {
+            throw BundleError(source + ": not valid JSON (" + exc.what() + "); " + kRebuildHint);
+        }
     }
     if (!d.is_object()) {
         throw BundleError(source + ": top level must be a JSON object, got " + d.type_name());
@@ -133,7 +256,8 @@ BundleMetadata BundleMetadata::parse(std::string_view text, const std::string& s
     if (!missing.empty()) {
         throw BundleError(source + ": missing required keys [" + join(missing, ", ") + "]; " + kRebuildHint);
     }
-    const auto problems = validate(d);
+    auto problems = validate(d);
+    auto decision = read_decision(d, problems);
     if (!problems.empty()) throw BundleError(source + ": " + join(problems, "; ") + "; " + kRebuildHint);
     BundleMetadata meta;
     meta.format_version = 1;
@@ -149,6 +273,7 @@ BundleMetadata BundleMetadata::parse(std::string_view text, const std::string& s
     }
     meta.model = file_entry(d["files"][kModelFile]);
     meta.tokenizer = file_entry(d["files"][kTokenizerFile]);
+    meta.decision = std::move(decision);
     return meta;
 }
 

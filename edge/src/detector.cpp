@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cfenv>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <utility>
 
@@ -49,7 +51,75 @@ BundleMetadata effective_metadata(BundleMetadata meta, int max_length) {
     return meta;
 }
 
+/// The shortest decimal that reads back as `value` (Python's repr of a float, in messages).
+std::string shortest(double value) {
+    char buffer[32];
+    for (int digits = 1; digits <= 17; ++digits) {
+        std::snprintf(buffer, sizeof buffer, "%.*g", digits, value);
+        if (std::strtod(buffer, nullptr) == value) break;
+    }
+    return buffer;
+}
+
 }  // namespace
+
+DecisionPolicy DecisionPolicy::from_metadata(const BundleMetadata& metadata, std::optional<double> max_fpr) {
+    if (max_fpr && !(*max_fpr > 0.0 && *max_fpr < 1.0)) {
+        throw InvalidInputError("max_false_positive_rate must be in (0, 1), got " + shortest(*max_fpr));
+    }
+    DecisionPolicy policy;
+    policy.threshold = policy.human_threshold = metadata.threshold;
+    if (!metadata.decision) {
+        if (max_fpr) {
+            throw InvalidInputError("this bundle records no operating points (no 'decision' in aidetect.json), so "
+                                    "max_false_positive_rate cannot be applied; use predict_proba with your own "
+                                    "threshold");
+        }
+        return policy;
+    }
+    const DecisionSpec& decision = *metadata.decision;
+    const auto& points = decision.operating_points;  // sorted by false_positive_rate
+    constexpr double kSlack = 1e-12;                 // as the Python runtime
+    /// The last point with a false-positive rate within `limit`, or null.
+    const auto last_within = [&](double limit) -> const OperatingPoint* {
+        const OperatingPoint* found = nullptr;
+        for (const auto& point : points) {
+            if (point.false_positive_rate <= limit + kSlack) found = &point;
+        }
+        return found;
+    };
+    OperatingPoint ai{decision.false_positive_rate, metadata.threshold};
+    if (max_fpr) {
+        const OperatingPoint* within = last_within(*max_fpr);
+        if (within == nullptr) {
+            std::string recorded;
+            for (std::size_t i = 0; i < points.size(); ++i) {
+                recorded += (i ? ", " : "") + shortest(points[i].false_positive_rate);
+            }
+            throw InvalidInputError("max_false_positive_rate " + shortest(*max_fpr) +
+                                    " is below the lowest validated operating point (" +
+                                    shortest(points.front().false_positive_rate) + "); recorded: " + recorded);
+        }
+        ai = *within;
+    }
+    policy.threshold = policy.human_threshold = ai.threshold;
+    if (decision.uncertain_false_positive_rate) {
+        if (const OperatingPoint* looser = last_within(*decision.uncertain_false_positive_rate)) {
+            policy.human_threshold = std::min(ai.threshold, looser->threshold);
+        }
+    }
+    policy.temperature = decision.temperature;
+    policy.min_tokens = decision.min_tokens;
+    policy.false_positive_rate = ai.false_positive_rate;
+    return policy;
+}
+
+std::string DecisionPolicy::label(double score, std::int64_t tokens, const std::array<std::string, 2>& labels) const {
+    if (tokens < min_tokens) return kUncertain;
+    if (score >= threshold) return labels[1];
+    if (score >= human_threshold) return kUncertain;
+    return labels[0];
+}
 
 int default_threads() {
     cpu_set_t set;
@@ -61,6 +131,7 @@ int default_threads() {
 struct Detector::Impl {
     std::string path;
     BundleMetadata metadata;
+    DecisionPolicy policy;
     Tokenizer tokenizer;
     Session session;
     int threads;
@@ -69,9 +140,9 @@ struct Detector::Impl {
     std::size_t content_length;
     std::size_t stride;
 
-    /// Scores and window counts of a chunk of texts.
+    /// Scores, window counts and content-token counts of a chunk of texts.
     void score_chunk(const std::vector<std::string>& texts, std::size_t begin, std::size_t end,
-                     std::vector<double>& scores, std::vector<int>& windows) const;
+                     std::vector<double>& scores, std::vector<int>& windows, std::vector<std::int64_t>& tokens) const;
     /// Frame rows with the special tokens and right-pad them to the longest; then run them.
     std::vector<double> run_batch(const std::vector<const std::int64_t*>& data,
                                   const std::vector<std::size_t>& sizes) const;
@@ -96,13 +167,15 @@ std::vector<double> Detector::Impl::run_batch(const std::vector<const std::int64
 }
 
 void Detector::Impl::score_chunk(const std::vector<std::string>& texts, std::size_t begin, std::size_t end,
-                                 std::vector<double>& scores, std::vector<int>& windows) const {
+                                 std::vector<double>& scores, std::vector<int>& windows,
+                                 std::vector<std::int64_t>& tokens) const {
     std::vector<std::vector<std::int64_t>> encoded;
     encoded.reserve(end - begin);
     std::vector<std::size_t> owners;
     std::vector<Span> rows;
     for (std::size_t i = begin; i < end; ++i) {
         encoded.push_back(tokenizer.encode(texts[i]));
+        tokens[i] = static_cast<std::int64_t>(encoded.back().size());
         for (const auto& span : window_spans(encoded.back().size(), content_length, stride, truncation)) {
             owners.push_back(i - begin);
             rows.push_back(span);
@@ -125,7 +198,9 @@ void Detector::Impl::score_chunk(const std::vector<std::string>& texts, std::siz
         }
         const auto logits = run_batch(data, sizes);
         for (std::size_t j = first; j < last; ++j) {
-            const double a = logits[2 * (j - first)], b = logits[2 * (j - first) + 1];
+            // float64 logits / temperature, then the softmax with the max subtracted (as Python's _softmax_ai).
+            const double a = logits[2 * (j - first)] / policy.temperature;
+            const double b = logits[2 * (j - first) + 1] / policy.temperature;
             const double top = std::max(a, b);
             const double ea = std::exp(a - top), eb = std::exp(b - top);
             p_ai[order[j]] = eb / (ea + eb);
@@ -156,6 +231,7 @@ Detector Detector::from_pretrained(const std::string& path, const DetectorOption
     }
     Bundle bundle = load_bundle(path, options.variant);
     BundleMetadata metadata = effective_metadata(bundle.metadata, options.max_length);
+    DecisionPolicy policy = DecisionPolicy::from_metadata(bundle.metadata, options.max_false_positive_rate);
     Tokenizer tokenizer = Tokenizer::from_file(bundle.tokenizer_path());
     const std::size_t specials = tokenizer.prefix().size() + tokenizer.suffix().size();
     if (static_cast<std::size_t>(metadata.max_length) <= specials) {
@@ -173,7 +249,7 @@ Detector Detector::from_pretrained(const std::string& path, const DetectorOption
     Session session(bundle.model_path(), threads);
     const std::size_t content = static_cast<std::size_t>(metadata.max_length) - specials;
     const std::size_t stride = std::min(static_cast<std::size_t>(metadata.window_stride), content);
-    auto impl = std::unique_ptr<Impl>(new Impl{bundle.path, std::move(metadata), std::move(tokenizer),
+    auto impl = std::unique_ptr<Impl>(new Impl{bundle.path, std::move(metadata), policy, std::move(tokenizer),
                                                std::move(session), threads,
                                                static_cast<std::size_t>(options.batch_size), options.truncation,
                                                content, stride});
@@ -195,16 +271,18 @@ Detector Detector::from_pretrained(const std::string& path, const DetectorOption
 std::vector<Prediction> Detector::predict(const std::vector<std::string>& texts) const {
     std::vector<double> scores(texts.size(), 0.0);
     std::vector<int> windows(texts.size(), 0);
+    std::vector<std::int64_t> tokens(texts.size(), 0);
     const std::size_t chunk = std::max(kMinTextsPerChunk, 16 * impl_->batch_size);
     for (std::size_t begin = 0; begin < texts.size(); begin += chunk) {
-        impl_->score_chunk(texts, begin, std::min(texts.size(), begin + chunk), scores, windows);
+        impl_->score_chunk(texts, begin, std::min(texts.size(), begin + chunk), scores, windows, tokens);
     }
-    const auto& meta = impl_->metadata;
+    const auto& policy = impl_->policy;
+    const auto& labels = impl_->metadata.labels;
     std::vector<Prediction> out;
     out.reserve(texts.size());
     for (std::size_t i = 0; i < texts.size(); ++i) {
-        out.push_back(Prediction{meta.labels[scores[i] >= meta.threshold ? 1 : 0], scores[i], meta.threshold,
-                                 windows[i]});
+        out.push_back(Prediction{policy.label(scores[i], tokens[i], labels), scores[i], policy.threshold, windows[i],
+                                 tokens[i]});
     }
     return out;
 }
@@ -218,6 +296,7 @@ std::vector<float> Detector::predict_proba(const std::vector<std::string>& texts
 
 const BundleMetadata& Detector::metadata() const { return impl_->metadata; }
 const std::string& Detector::bundle_path() const { return impl_->path; }
+const DecisionPolicy& Detector::policy() const { return impl_->policy; }
 const Tokenizer& Detector::tokenizer() const { return impl_->tokenizer; }
 int Detector::threads() const { return impl_->threads; }
 

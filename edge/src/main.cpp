@@ -40,7 +40,10 @@ options:
   --batch-size N     windows per ONNX Runtime call (default 16)
   --max-length N     tokens per window, at most the bundle's
   --truncate         score only the first window of long texts
-  --json             one JSON object per line: index, id, line, label, score, windows
+  --max-false-positive-rate X
+                     decide at the bundle's validated operating point with the largest false-positive rate
+                     on human texts not above X (default: the bundle's own threshold)
+  --json             one JSON object per line: index, id, line, label, score, windows, tokens
   --digits N         decimals of the score in --json output (default 6)
   --jsonl            read every input as JSONL
   --timing           print load and scoring times (wall and CPU) to stderr
@@ -74,6 +77,18 @@ int parse_int(const std::string& flag, const std::string& value) {
     }
     if (used == 0 || used != value.size()) throw InvalidInputError(flag + " needs an integer, got '" + value + "'");
     return out;
+}
+
+double parse_double(const std::string& flag, const std::string& value) {
+    std::size_t used = 0;
+    double out = 0;
+    try {
+        out = std::stod(value, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used == 0 || used != value.size()) throw InvalidInputError(flag + " needs a number, got '" + value + "'");
+    return out;  // range checked where it is used
 }
 
 Args parse_args(int argc, char** argv) {
@@ -129,6 +144,8 @@ Args parse_args(int argc, char** argv) {
         } else if (arg == "--max-length") {
             args.options.max_length = parse_int(arg, value());
             if (args.options.max_length < 1) throw InvalidInputError("--max-length must be a positive integer");
+        } else if (arg == "--max-false-positive-rate") {
+            args.options.max_false_positive_rate = parse_double(arg, value());
         } else if (arg == "--digits") {
             args.digits = parse_int(arg, value());
             if (args.digits < 0 || args.digits > 17) throw InvalidInputError("--digits must be in [0, 17]");
@@ -161,7 +178,8 @@ std::string format_record(long index, const aidetect::TextItem& item, const aide
     out += ", \"line\": " + std::to_string(item.line);
     out += ", \"label\": " + nlohmann::json(p.label).dump();
     out += ", \"score\": " + nlohmann::json(rounded).dump();
-    out += ", \"windows\": " + std::to_string(p.windows) + "}";
+    out += ", \"windows\": " + std::to_string(p.windows);
+    out += ", \"tokens\": " + std::to_string(p.tokens) + "}";
     return out;
 }
 

@@ -1,4 +1,5 @@
-// Encoding: added tokens, BertNormalizer, BertPreTokenizer and WordPiece, in the reference's order.
+// Encoding: added tokens, the normalizers (Replace, BertNormalizer), BertPreTokenizer and WordPiece, in the
+// reference's order.
 #include <algorithm>
 #include <utility>
 
@@ -10,8 +11,9 @@ namespace aidetect {
 
 using unicode::is_whitespace;
 
-std::u32string Tokenizer::Impl::normalize(std::u32string_view text) const {
-    if (!normalizer.present) return std::u32string(text);
+namespace {
+
+std::u32string bert_normalize(std::u32string_view text, const BertNormalizerSpec& normalizer) {
     std::u32string out;
     out.reserve(text.size() + text.size() / 8);
     for (char32_t c : text) {
@@ -42,6 +44,33 @@ std::u32string Tokenizer::Impl::normalize(std::u32string_view text) const {
         lowered.reserve(out.size());
         for (char32_t c : out) unicode::append_lowercase(c, lowered);
         out = std::move(lowered);
+    }
+    return out;
+}
+
+/// The reference's Replace: the literal pattern is found left to right, each match resuming after the last.
+std::u32string replace_all(std::u32string_view text, const ReplaceSpec& replace) {
+    if (text.empty()) return std::u32string();  // the reference finds no match in an empty string
+    std::u32string out;
+    out.reserve(text.size());
+    const std::u32string_view pattern = replace.pattern;  // never empty (refused at load)
+    std::size_t done = 0;
+    for (std::size_t at = text.find(pattern); at != std::u32string_view::npos; at = text.find(pattern, done)) {
+        out.append(text.substr(done, at - done));
+        out += replace.content;
+        done = at + pattern.size();
+    }
+    out.append(text.substr(done));
+    return out;
+}
+
+}  // namespace
+
+std::u32string Tokenizer::Impl::normalize(std::u32string_view text) const {
+    std::u32string out(text);
+    for (const auto& step : normalizers) {
+        out = step.kind == NormalizerStep::Kind::kReplace ? replace_all(out, step.replace)
+                                                          : bert_normalize(out, step.bert);
     }
     return out;
 }

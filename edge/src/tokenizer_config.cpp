@@ -32,19 +32,55 @@ bool flag(const json& node, const char* key, bool fallback) {
     return node[key].get<bool>();
 }
 
-NormalizerSpec read_normalizer(const json& node, const std::string& source) {
-    NormalizerSpec spec;
+constexpr const char* kSupportedNormalizers =
+    "BertNormalizer, Replace with a String pattern, a Sequence of them, or none";
+
+/// Append the steps of one normalizer node (a Sequence's members, recursively, in order).
+void read_normalizer(const json& node, const std::string& source, std::vector<NormalizerStep>& steps) {
     const std::string type = type_of(node);
-    if (type == "null") return spec;
-    if (type != "BertNormalizer") {
-        refuse(source, "normalizer " + type + " is not supported by the C++ runner (BertNormalizer or none only)");
+    if (type == "null") return;
+    if (type == "Sequence") {
+        const json& members = node.at("normalizers");
+        if (!members.is_array()) refuse(source, "normalizer Sequence needs a list \"normalizers\"");
+        for (const auto& member : members) {
+            if (member.is_null()) refuse(source, "normalizer Sequence has a null member");
+            read_normalizer(member, source, steps);
+        }
+        return;
     }
-    spec.present = true;
-    spec.clean_text = flag(node, "clean_text", true);
-    spec.handle_chinese_chars = flag(node, "handle_chinese_chars", true);
-    spec.lowercase = flag(node, "lowercase", true);
-    spec.strip_accents = flag(node, "strip_accents", spec.lowercase);  // null follows lowercase
-    return spec;
+    NormalizerStep step;
+    if (type == "Replace") {
+        const json& pattern = node.at("pattern");
+        if (pattern.is_object() && pattern.contains("Regex")) {
+            refuse(source, "normalizer Replace with a Regex pattern (" + pattern["Regex"].dump() +
+                               ") is not supported by the C++ runner (String patterns only)");
+        }
+        if (!pattern.is_object() || !pattern.contains("String") || !pattern["String"].is_string()) {
+            refuse(source, "normalizer Replace needs a pattern {\"String\": ...}, got " + pattern.dump());
+        }
+        if (pattern["String"].get_ref<const std::string&>().empty()) {
+            // The reference matches an empty pattern at every character boundary and then panics on its own
+            // offsets (tokenizers 0.22): nothing to reproduce.
+            refuse(source, "normalizer Replace with an empty pattern is not supported (the tokenizers library "
+                           "fails on it too)");
+        }
+        const json& content = node.at("content");
+        if (!content.is_string()) refuse(source, "normalizer Replace needs a string content, got " + content.dump());
+        step.kind = NormalizerStep::Kind::kReplace;
+        step.replace.pattern = unicode::decode_utf8(pattern["String"].get<std::string>());
+        step.replace.content = unicode::decode_utf8(content.get<std::string>());
+        steps.push_back(std::move(step));
+        return;
+    }
+    if (type != "BertNormalizer") {
+        refuse(source, "normalizer " + type + " is not supported by the C++ runner (" + kSupportedNormalizers + ")");
+    }
+    step.kind = NormalizerStep::Kind::kBert;
+    step.bert.clean_text = flag(node, "clean_text", true);
+    step.bert.handle_chinese_chars = flag(node, "handle_chinese_chars", true);
+    step.bert.lowercase = flag(node, "lowercase", true);
+    step.bert.strip_accents = flag(node, "strip_accents", step.bert.lowercase);  // null follows lowercase
+    steps.push_back(std::move(step));
 }
 
 std::vector<std::int64_t> ids_of(const json& node) {
@@ -196,7 +232,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& source)
     try {
         const json root = json::parse(text);
         if (!root.is_object()) refuse(source, "not a tokenizers tokenizer (top level is not an object)");
-        impl->normalizer = read_normalizer(root.contains("normalizer") ? root["normalizer"] : json(), source);
+        read_normalizer(root.contains("normalizer") ? root["normalizer"] : json(), source, impl->normalizers);
         const std::string pre = type_of(root.contains("pre_tokenizer") ? root["pre_tokenizer"] : json());
         if (pre != "BertPreTokenizer" && pre != "null") {
             refuse(source, "pre-tokenizer " + pre + " is not supported by the C++ runner (BertPreTokenizer only)");

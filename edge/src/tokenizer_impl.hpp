@@ -20,12 +20,26 @@ struct AddedTokenSpec {
     bool rstrip = false;
 };
 
-struct NormalizerSpec {
-    bool present = false;
+/// BertNormalizer settings.
+struct BertNormalizerSpec {
     bool clean_text = true;
     bool handle_chinese_chars = true;
     bool strip_accents = true;
     bool lowercase = true;
+};
+
+/// Replace with a non-empty String pattern: every occurrence, left to right and non-overlapping, becomes
+/// `content`.
+struct ReplaceSpec {
+    std::u32string pattern;
+    std::u32string content;
+};
+
+/// One normalizer of the chain (a lone normalizer, or a Sequence's members in order).
+struct NormalizerStep {
+    enum class Kind { kBert, kReplace } kind = Kind::kBert;
+    BertNormalizerSpec bert;
+    ReplaceSpec replace;
 };
 
 /// A piece of text, or an added token already resolved to its id.
@@ -36,7 +50,7 @@ struct Piece {
 
 struct Tokenizer::Impl {
     std::string source;
-    NormalizerSpec normalizer;
+    std::vector<NormalizerStep> normalizers;  // applied in order; empty = no normalizer
     bool bert_pre_tokenizer = true;
     std::unordered_map<std::string, std::int64_t> vocab;
     std::unordered_map<std::string, std::int64_t> added;  // added-token content -> id
@@ -51,7 +65,7 @@ struct Tokenizer::Impl {
     std::int64_t pad_id = 0;
     std::int64_t max_id = -1;
 
-    /// BertNormalizer on one piece of text.
+    /// The normalizers, in order, on one piece of text.
     std::u32string normalize(std::u32string_view text) const;
     /// Pieces of `text` after both added-token passes and normalization.
     std::vector<Piece> split(std::u32string_view text) const;

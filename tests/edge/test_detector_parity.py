@@ -10,26 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_support import Runner, jsonl
+from edge_support import LOOKALIKES, TOLERANCE, edge_records, folded
 
 from aidetect_infer import Detector
+from aidetect_infer.bundle import sha256_file
 from aidetect_infer.detector import DEFAULT_MODEL_DIR
-
-TOLERANCE = 1e-5
-
-
-def edge_records(run_edge: Runner, bundle: Path, texts: list[str], *args: str) -> list[dict]:
-    done = run_edge(
-        "--model", bundle, "--json", "--digits", "12", "--jsonl", "--threads", "1", *args, input=jsonl(texts)
-    )
-    assert done.returncode == 0, done.stderr
-    records = done.records()
-    assert [r["index"] for r in records] == list(range(len(texts)))
-    return records
 
 
 def assert_parity(records: list[dict], detector: Detector, texts: list[str]) -> float:
-    """Scores within TOLERANCE, same window counts, same labels away from the threshold; the max difference."""
+    """Scores within TOLERANCE, same window and token counts, same labels away from the threshold; the max
+    difference."""
     expected = detector.predict(texts)
     ours = np.array([r["score"] for r in records])
     theirs = detector.predict_proba(texts).astype(np.float64)
@@ -37,6 +27,7 @@ def assert_parity(records: list[dict], detector: Detector, texts: list[str]) -> 
     assert worst < TOLERANCE, f"max |C++ - Python| = {worst:.3g}"
     print(f"max |C++ - Python| = {worst:.2e} over {len(texts)} texts")  # shown with pytest -s
     assert [r["windows"] for r in records] == [p.windows for p in expected]
+    assert [r["tokens"] for r in records] == [p.tokens for p in expected]
     for record, prediction in zip(records, expected, strict=True):
         if abs(prediction.score - prediction.threshold) > TOLERANCE:
             assert record["label"] == prediction.label
@@ -129,3 +120,21 @@ def test_plain_output_matches_the_python_cli(run_edge, tiny_bundle, sample_texts
         t_id, t_label, t_score = theirs.split("\t")
         assert (m_id, m_label) == (t_id, t_label)
         assert abs(float(m_score) - float(t_score)) <= 1e-4 + 1e-9
+
+
+def test_folding_tokenizer_matches_python(run_edge, tiny_bundle, sample_texts, tmp_path):
+    """A bundle whose tokenizer folds look-alikes (Sequence[Replace ..., BertNormalizer]): same scores, tokens."""
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    tokenizer = bundle / "tokenizer.json"
+    tokenizer.write_text(folded(tiny_bundle / "tokenizer.json"), encoding="utf-8")
+    meta = json.loads((bundle / "aidetect.json").read_text(encoding="utf-8"))
+    meta["files"]["tokenizer.json"] = {"sha256": sha256_file(tokenizer), "bytes": tokenizer.stat().st_size}
+    (bundle / "aidetect.json").write_text(json.dumps(meta), encoding="utf-8")
+    latin = {letter: char for char, letter in LOOKALIKES.items()}
+    attacked = ["".join(latin.get(c, c) for c in t) for t in sample_texts[:60]]
+    texts = sample_texts[:60] + attacked + ["Неllо wоrld", "ТНЕ СОМРАNY", "α β ο", ""]
+    detector = Detector.from_pretrained(bundle, provider="cpu", threads=1)
+    records = edge_records(run_edge, bundle, texts)
+    assert_parity(records, detector, texts)
+    # The look-alikes are read as the letters they imitate: the swapped texts score as the originals.
+    assert [r["score"] for r in records[:60]] == [r["score"] for r in records[60:120]]

@@ -207,7 +207,8 @@ def test_jsonl_ids_lines_and_escapes(run_edge, tiny_bundle):
     assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
     detector = Detector.from_pretrained(tiny_bundle, provider="cpu", threads=1)
     np.testing.assert_allclose([r["score"] for r in records], detector.predict_proba(texts), atol=1e-5, rtol=0)
-    assert list(records[0]) == ["index", "id", "line", "label", "score", "windows"]
+    assert list(records[0]) == ["index", "id", "line", "label", "score", "windows", "tokens"]
+    assert [r["tokens"] for r in records] == [p.tokens for p in detector.predict(texts)]
 
 
 def test_empty_input_prints_nothing(run_edge, tiny_bundle):

@@ -1,18 +1,20 @@
 """The C++ tokenizer against the ``tokenizers`` library: ids (and words) on real and generated text.
 
 Run on the tiny fixture tokenizer and on the real MiniLM (BERT uncased) vocabulary, on texts from the shared
-data, on hypothesis-generated unicode and on every code point.
+data, on hypothesis-generated unicode and on every code point; and on both with a normalizer that folds
+look-alike letters, Sequence[Replace ..., BertNormalizer].
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import random
 import string
 from pathlib import Path
 
 import pytest
-from edge_support import Runner, jsonl
+from edge_support import LOOKALIKES, Runner, folded, jsonl, replace_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
@@ -225,3 +227,118 @@ def test_malformed_tokenizer_json_is_refused(run_edge, tmp_path):
     path.write_text('{"model": ', encoding="utf-8")
     done = run_edge("tokenize", "--tokenizer", path, input="hello\n")
     assert done.returncode == 2 and "not a valid tokenizers tokenizer" in done.stderr
+
+
+# Multi-character patterns: overlapping occurrences, a replacement that creates a later step's pattern, a
+# deletion, a decomposed accent and a replacement that brings in a look-alike (folded by no later step).
+EXTRA_REPLACES = [("aa", "b"), ("ab", "\u0430b"), ("xyz", ""), ("e\u0301", "\u00e9"), ("ss", "\u03bf\u03bf")]
+
+
+@pytest.fixture(scope="module")
+def folded_paths(tiny_tokenizer_path, minilm_tokenizer_path, tmp_path_factory) -> list[Path]:
+    """Tiny and MiniLM tokenizers folding look-alikes; MiniLM also with multi-character patterns, and with
+    Replace nodes after its BertNormalizer."""
+    out = tmp_path_factory.mktemp("folded")
+    variants = {
+        "tiny": folded(tiny_tokenizer_path),
+        "minilm": folded(minilm_tokenizer_path),
+        "minilm-extra": folded(minilm_tokenizer_path, extra=EXTRA_REPLACES, after=[("b", "B\u0430"), ("\u00e9", "e")]),
+    }
+    paths = []
+    for name, text in variants.items():
+        path = out / f"{name}.json"
+        path.write_text(text, encoding="utf-8")
+        reference(path)  # the tokenizers library reads it
+        paths.append(path)
+    return paths
+
+
+FOLD_EDGE_CASES = [
+    "Hеllо wоrld",  # Cyrillic е and о inside Latin words
+    "ТНЕ СОМРАNY МАКЕS РАYМЕNТS",  # all-caps, all Cyrillic look-alikes
+    "Τhe ΒΕΤΑ ΙΝ ΟΝΕ αnd οnly",
+    "aaaaa aaa ab aab xyzxyz xyxyz",
+    "cafe\u0301 e\u0301e\u0301 ss sss [CLS]а[SEP] [UNK]",
+    "Меssage:\tрlеаsе ехресt а rерlу\r\nsооn.",
+    "日本語の аpple 😀 а\u0301 о\u0308",
+    "",
+    "а",
+    "\u0430" * 130,
+]
+
+
+def test_folding_edge_cases(run_edge, folded_paths):
+    for path in folded_paths:
+        assert_same_ids(run_edge, path, FOLD_EDGE_CASES)
+
+
+def test_folding_reads_look_alikes_as_latin(run_edge, folded_paths, minilm_tokenizer_path, real_texts):
+    """Real texts with half their foldable letters swapped for look-alikes get the ids of the clean texts."""
+    latin: dict[str, str] = {}
+    for char, letter in LOOKALIKES.items():
+        latin.setdefault(letter, char)
+    rng = random.Random(7)
+    clean = real_texts[:200]
+    attacked = ["".join(latin[c] if c in latin and rng.random() < 0.5 else c for c in t) for t in clean]
+    path = folded_paths[1]  # MiniLM with the look-alikes only
+    assert_same_ids(run_edge, path, attacked)
+    ours = [r["ids"] for r in edge_ids(run_edge, path, attacked)]
+    assert ours == [r["ids"] for r in edge_ids(run_edge, path, clean)]
+    unfolded = [r["ids"] for r in edge_ids(run_edge, minilm_tokenizer_path, attacked)]
+    assert sum(a != b for a, b in zip(unfolded, ours, strict=True)) > len(clean) // 2  # the fold matters
+
+
+FOLD_LETTERS = st.sampled_from(string.ascii_letters + "".join(LOOKALIKES) + "\u0301\u00e9")  # distinct
+FOLD_PIECES = st.one_of(
+    st.text(FOLD_LETTERS, max_size=16),
+    st.text(st.one_of(FOLD_LETTERS, st.characters(min_codepoint=0x300, max_codepoint=0x36F)), max_size=12),
+    st.text(st.characters(min_codepoint=0x370, max_codepoint=0x4FF), max_size=8),  # all of Greek and Cyrillic
+    st.sampled_from(["aa", "aaa", "ab", "xyz", "e\u0301", "ss", " ", "\u0430a", "[CLS]", "[UNK]"]),
+    PIECES,  # everything else, long words included
+)
+FOLD_TEXTS = st.lists(FOLD_PIECES, max_size=10).map("".join)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(batch=st.lists(FOLD_TEXTS, min_size=60, max_size=60))
+def test_folding_generated_unicode(run_edge, folded_paths, batch):
+    for path in folded_paths:
+        assert_same_ids(run_edge, path, batch)
+
+
+def test_the_factory_fold(run_edge, minilm_tokenizer_path, real_texts, tmp_path):
+    """The fold export.normalize writes into bundles: every confusable, alone and inside words."""
+    normalize = pytest.importorskip("export.normalize")
+    data = normalize.with_fold(json.loads(minilm_tokenizer_path.read_text(encoding="utf-8")))
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    confusables = "".join(normalize.CONFUSABLES)
+    texts = [confusables, " ".join(confusables), *(f"w{c}rd {c}{c}x {c.upper()}" for c in confusables)]
+    assert_same_ids(run_edge, path, texts + real_texts[:100])
+
+
+@pytest.mark.parametrize(
+    ("normalizer", "message"),
+    [
+        (
+            {"type": "Sequence", "normalizers": [{"type": "Replace", "pattern": {"Regex": "[а-я]"}, "content": "x"}]},
+            'normalizer Replace with a Regex pattern ("[а-я]") is not supported by the C++ runner',
+        ),
+        ({"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "}, "Regex pattern"),
+        (
+            {"type": "Sequence", "normalizers": [replace_node("а", "a"), {"type": "NFKC"}]},
+            "normalizer NFKC is not supported",
+        ),
+        ({"type": "Sequence", "normalizers": [replace_node("", "a")]}, "normalizer Replace with an empty pattern"),
+        ({"type": "Replace", "pattern": {"String": "a"}, "content": 5}, "normalizer Replace needs a string content"),
+        ({"type": "Replace", "pattern": "a", "content": "b"}, 'normalizer Replace needs a pattern {"String": ...}'),
+    ],
+)
+def test_unsupported_normalizers_are_refused(run_edge, minilm_tokenizer_path, tmp_path, normalizer, message):
+    data = json.loads(minilm_tokenizer_path.read_text(encoding="utf-8"))
+    data["normalizer"] = normalizer
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    done = run_edge("tokenize", "--tokenizer", path, input="hello\n")
+    assert done.returncode == 2
+    assert message in done.stderr and str(path) in done.stderr

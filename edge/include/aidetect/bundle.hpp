@@ -3,8 +3,11 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace aidetect {
 
@@ -15,6 +18,23 @@ inline constexpr int kMaxMaxLength = 8192;
 struct FileEntry {
     std::string sha256;
     std::uint64_t bytes = 0;
+};
+
+/// A threshold and the share of validation human texts at or above it (aidetect_infer.decision.OperatingPoint).
+struct OperatingPoint {
+    double false_positive_rate = 0;
+    double threshold = 0;
+    double true_positive_rate = std::numeric_limits<double>::quiet_NaN();  ///< NaN when not recorded
+};
+
+/// The optional "decision" object of aidetect.json, validated: calibration, operating points and the
+/// "uncertain" band (see aidetect_infer/decision.py). DecisionPolicy (detector.hpp) turns it into thresholds.
+struct DecisionSpec {
+    double temperature = 1.0;                     ///< logits are divided by it before the softmax
+    std::vector<OperatingPoint> operating_points; ///< at least one, by increasing false_positive_rate (stable)
+    std::optional<double> uncertain_false_positive_rate;  ///< the human threshold's operating point
+    std::int64_t min_tokens = 0;                  ///< texts with fewer content tokens are "uncertain"
+    double false_positive_rate = std::numeric_limits<double>::quiet_NaN();  ///< of the shipped threshold
 };
 
 /// The validated contents of a bundle's aidetect.json (format version 1).
@@ -30,11 +50,13 @@ struct BundleMetadata {
     std::int64_t vocab_size = -1;       ///< architecture.vocab_size (rows of the embedding table); -1 if absent
     FileEntry model;                    ///< files["model.onnx"]
     FileEntry tokenizer;                ///< files["tokenizer.json"]
+    std::optional<DecisionSpec> decision;  ///< "decision", when present (and not null)
 
     /// Parse and validate aidetect.json contents; `source` names the file in error messages.
     ///
     /// @throws UnsupportedFormatError format_version is not one this runner knows.
-    /// @throws BundleError invalid JSON, a required key missing or a value out of range (all problems listed).
+    /// @throws BundleError invalid JSON, a required key missing or a value out of range (all problems listed),
+    ///         or a malformed "decision" object. NaN and Infinity literals are read as Python's json reads them.
     static BundleMetadata parse(std::string_view json_text, const std::string& source);
 };
 

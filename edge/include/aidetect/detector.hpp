@@ -1,8 +1,11 @@
 // aidetect::Detector: scores texts as AI-generated or human-written with a model bundle, on ONNX Runtime.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,12 +14,39 @@
 
 namespace aidetect {
 
+/// The label of texts in the uncertain band, or too short to judge.
+inline constexpr const char* kUncertain = "uncertain";
+
 /// The verdict on one text.
 struct Prediction {
-    std::string label;  ///< labels[1] ("ai") when score >= threshold, else labels[0] ("human")
-    double score = 0;   ///< P(AI); for a text split into windows, their P(AI) weighted by content tokens
-    double threshold = 0.5;
+    std::string label;  ///< labels[1] ("ai") when score >= threshold; "uncertain" in the bundle's uncertain
+                        ///< band or for a text shorter than its min_tokens; else labels[0] ("human")
+    double score = 0;   ///< calibrated P(AI); for a text split into windows, their P(AI) weighted by content tokens
+    double threshold = 0.5;  ///< the AI threshold used
     int windows = 1;    ///< how many windows were scored
+    std::int64_t tokens = 0;  ///< content tokens of the text (special tokens not counted)
+};
+
+/// How a score becomes a verdict (aidetect_infer.decision.DecisionPolicy): the bundle's "decision" object
+/// at its own operating point or at the strictest one within a false-positive budget. Without "decision":
+/// temperature 1, no uncertain band (human_threshold == threshold), min_tokens 0.
+struct DecisionPolicy {
+    double threshold = 0.5;        ///< score >= threshold is labels[1]
+    double human_threshold = 0.5;  ///< score < human_threshold is labels[0]; in between, "uncertain"
+    double temperature = 1.0;      ///< logits are divided by it before the softmax
+    std::int64_t min_tokens = 0;   ///< texts with fewer content tokens are "uncertain"
+    double false_positive_rate = std::numeric_limits<double>::quiet_NaN();  ///< of threshold; NaN if unknown
+
+    /// The policy of a bundle; `max_false_positive_rate` picks the recorded operating point with the largest
+    /// false-positive rate not above it.
+    ///
+    /// @throws InvalidInputError max_false_positive_rate outside (0, 1), the bundle records no operating
+    ///         points, or none that low.
+    static DecisionPolicy from_metadata(const BundleMetadata& metadata,
+                                        std::optional<double> max_false_positive_rate = std::nullopt);
+
+    /// The verdict on a text of `tokens` content tokens scoring `score`.
+    std::string label(double score, std::int64_t tokens, const std::array<std::string, 2>& labels) const;
 };
 
 /// How a Detector runs.
@@ -26,10 +56,14 @@ struct DetectorOptions {
     bool truncation = false; ///< score only the first window of long texts
     int max_length = 0;      ///< tokens per window, at most the bundle's; 0 = the bundle's
     std::string variant;     ///< sub-bundle of a parent directory (fp32, int8); empty = int8, else fp32
+    /// Decide at the bundle's operating point with the largest false-positive rate not above this (in (0, 1));
+    /// unset = the bundle's own threshold.
+    std::optional<double> max_false_positive_rate;
 };
 
-/// Scores texts with a bundle, by the same rules as the Python runtime's Detector: texts longer than one
-/// window are split into overlapping windows whose P(AI) are averaged, weighted by their content-token counts;
+/// Scores texts with a bundle, by the same rules as the Python runtime's Detector: each window's logits are
+/// divided by the bundle's temperature before the softmax; texts longer than one window are split into
+/// overlapping windows whose P(AI) are averaged, weighted by their content-token counts;
 /// windows are sorted by length and batched, each batch padded to its own longest row. Invalid UTF-8 is
 /// replaced with U+FFFD; an empty text is scored as the tokenizer frames it ([CLS] [SEP]).
 ///
@@ -43,7 +77,7 @@ class Detector {
     /// @throws ChecksumMismatchError a file does not match its recorded sha256.
     /// @throws BundleError invalid metadata, a tokenizer this runner does not support, a corrupt model or a
     ///         graph whose inputs or outputs this runner cannot feed.
-    /// @throws InvalidInputError an option out of range.
+    /// @throws InvalidInputError an option out of range, or an operating point the bundle does not record.
     static Detector from_pretrained(const std::string& path, const DetectorOptions& options = {});
 
     Detector(Detector&&) noexcept;
@@ -61,6 +95,9 @@ class Detector {
 
     /// The bundle directory loaded (a variant sub-directory when a parent was given).
     const std::string& bundle_path() const;
+
+    /// Calibration, thresholds and the uncertain band in use.
+    const DecisionPolicy& policy() const;
 
     /// The bundle's tokenizer.
     const Tokenizer& tokenizer() const;

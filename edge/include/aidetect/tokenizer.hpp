@@ -10,8 +10,8 @@
 
 namespace aidetect {
 
-/// The tokenizer of a bundle: added (special) tokens, BertNormalizer, BertPreTokenizer and WordPiece, as the
-/// `tokenizers` library runs them. Immutable after loading, so one instance may serve many threads.
+/// The tokenizer of a bundle: added (special) tokens, the normalizer (BertNormalizer, Replace with a String
+/// pattern, or a Sequence of them), BertPreTokenizer and WordPiece, as the `tokenizers` library runs them. Immutable after loading, so one instance may serve many threads.
 class Tokenizer {
   public:
     /// Read a tokenizer.json.
