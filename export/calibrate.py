@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -326,6 +327,14 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
     card = bundle / "README.md"
     if card.is_file():
         text = card.read_text(encoding="utf-8").split("\n## Decisions and where the model fails")[0].rstrip()
+        # the export wrote the training run's threshold; the calibrated one replaces it
+        text = re.sub(
+            r"^Decision threshold: .*$",
+            f"Decision threshold: {threshold:.4f} (at most {cfg.false_positive_rate:.1%} of the validation human "
+            "texts at or above it; see Decisions below). Accuracy and F1 below are at the export's threshold.",
+            text,
+            flags=re.M,
+        )
         card.write_text(text + "\n\n" + card_section(decision, report_val, gens_val, report_test) + "\n", "utf-8")
     return {"decision": decision, "validation": report_val, "generators": gens_val, "held_out": report_test}
 

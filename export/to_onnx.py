@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimize", choices=LEVELS, default="O2", help="graph optimization level")
     p.add_argument(
         "--int8", choices=list(INT8_PRESETS), default="auto",
-        help="int8 preset; auto tries avx512_vnni, avx512_vnni_mixed, weight_only and keeps the first that passes",
+        help="int8 preset; auto tries avx512_vnni, avx2, avx512_vnni_mixed, weight_only; the first that passes is kept",
     )  # fmt: skip
     p.add_argument(
         "--quantize-embeddings", action="store_true",

@@ -16,7 +16,7 @@ import pytest
 from export.data import REPO_DATA_DIR, describe_file, load_records
 
 REPO = Path(__file__).resolve().parents[1]
-# ../shared and absolute paths of a development machine; "$staging/root/lib" and the like are not matched
+# the sibling shared folder and absolute paths of a development machine ("$staging/root/lib" is not matched)
 OUTSIDE = re.compile(r"\.\./shared\b|(?<![\w.$}/-])/(?:work|root|home)/")
 
 

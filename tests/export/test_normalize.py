@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -17,15 +16,26 @@ REPO = Path(__file__).resolve().parents[2]
 REAL = REPO / "models" / "default" / "tokenizer.json"
 
 
+def _unfolded(path: Path) -> Path:
+    """The shipped tokenizer with its look-alike fold taken out again (the base tokenizer's normalizer)."""
+    parsed = json.loads(REAL.read_text(encoding="utf-8"))
+    norm = parsed["normalizer"]
+    if norm.get("type") == "Sequence":
+        rest = [n for n in norm["normalizers"] if n.get("type") != "Replace"]
+        parsed["normalizer"] = rest[0] if len(rest) == 1 else {"type": "Sequence", "normalizers": rest}
+    path.write_text(json.dumps(parsed), encoding="utf-8")
+    return path
+
+
 def _folded(tmp_path: Path) -> Path:
-    path = tmp_path / "tokenizer.json"
-    shutil.copyfile(REAL, path)
+    path = _unfolded(tmp_path / "tokenizer.json")
     assert fold_tokenizer_file(path)
     return path
 
 
 def test_look_alikes_tokenize_as_latin(tmp_path: Path) -> None:
-    plain, folded = Tokenizer.from_file(str(REAL)), Tokenizer.from_file(str(_folded(tmp_path)))
+    plain = Tokenizer.from_file(str(_unfolded(tmp_path / "plain.json")))
+    folded = Tokenizer.from_file(str(_folded(tmp_path)))
     latin = "The experiment shows a clear pattern across every sample we collected."
     attacked = "".join(HOMOGLYPHS.get(c, c) for c in latin)
     assert attacked != latin
@@ -45,18 +55,21 @@ _CACHE: dict[str, Tokenizer] = {}
 
 def _tokenizers() -> tuple[Tokenizer, Tokenizer]:
     if not _CACHE:
-        text = json.loads(REAL.read_text(encoding="utf-8"))
+        import tempfile
+
         from export.normalize import with_fold
 
-        _CACHE["plain"] = Tokenizer.from_file(str(REAL))
-        _CACHE["folded"] = Tokenizer.from_str(json.dumps(with_fold(text)))
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = _unfolded(Path(tmp) / "plain.json")
+            _CACHE["plain"] = Tokenizer.from_file(str(plain))
+            _CACHE["folded"] = Tokenizer.from_str(json.dumps(with_fold(json.loads(plain.read_text()))))
     return _CACHE["plain"], _CACHE["folded"]
 
 
 def test_fold_is_idempotent_and_recorded(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    shutil.copyfile(REAL, ckpt / "tokenizer.json")
+    _unfolded(ckpt / "tokenizer.json")
     (ckpt / "training.json").write_text("{}")
     assert fold_checkpoint(ckpt)
     first = (ckpt / "tokenizer.json").read_bytes()
