@@ -77,21 +77,16 @@ def _split(bundle_meta: dict[str, Any]) -> tuple[float, str, dict[str, float] | 
     return float(config.get("val_fraction", 0.1)), str(config.get("split_salt", "aidetect")), shares
 
 
-def validation_records(paths: Sequence[str], val_fraction: float, salt: str) -> list[Record]:
-    """The validation groups of every file (never the OUTFOX test half)."""
-    out: list[Record] = []
+def split_records(paths: Sequence[str], val_fraction: float, salt: str) -> tuple[list[Record], list[Record]]:
+    """The validation groups of every file (never the OUTFOX test half), and the OUTFOX test half (for the
+    report only), each file read once."""
+    val: list[Record] = []
+    test: list[Record] = []
     for path in paths:
-        records = filter_records(load_records(path), held_out=False)
-        out += [r for r in records if in_validation(r.group, val_fraction, salt)]
-    return out
-
-
-def held_out_records(paths: Sequence[str]) -> list[Record]:
-    """The OUTFOX test half, for the report only."""
-    out: list[Record] = []
-    for path in paths:
-        out += filter_records(load_records(path), held_out=True)
-    return out
+        records = load_records(path)
+        val += [r for r in filter_records(records, held_out=False) if in_validation(r.group, val_fraction, salt)]
+        test += filter_records(records, held_out=True)
+    return val, test
 
 
 def fit_temperature(margins: NDArray[np.float64], labels: NDArray[np.int64], weights: NDArray[np.float64]) -> float:
@@ -229,6 +224,9 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
         ValueError: Too few validation texts of a class.
     """
     from aidetect_infer import Detector
+    from aidetect_infer.bundle import BundleMetadata, load_bundle
+    from aidetect_infer.session import create_session
+    from aidetect_infer.tokenization import load_tokenizer
 
     bundle = Path(cfg.bundle)
     meta_path = bundle / "aidetect.json"
@@ -236,25 +234,32 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
     meta.pop("decision", None)
     val_fraction, salt, recorded_shares = _split(meta)
     shares = cfg.shares if cfg.shares is not None else recorded_shares
-    val = validation_records(cfg.data, val_fraction, salt)
+    val, test = split_records(cfg.data, val_fraction, salt)
     y = np.array([r.label for r in val], dtype=np.int64)
     if (y == 0).sum() < 50 or (y == 1).sum() < 50:
         raise ValueError(f"calibration needs at least 50 validation texts of each class, got {np.bincount(y)}")
     weights = mix.balanced_weights(val, shares)
     threads = cfg.threads or os.cpu_count() or 1
-    _write(meta_path, meta)  # uncalibrated: the margins below are the model's own
+    # one verified bundle and one session for every pass; the passes differ only in the metadata they decide by
+    loaded = load_bundle(bundle)
+    session = create_session(loaded.model_path, provider="cpu", threads=threads)
+    tokenizer = load_tokenizer(loaded.tokenizer_path)
 
-    first = Detector.from_pretrained(bundle, provider="cpu", threads=threads, truncation=True)
+    def detector(decision: dict[str, Any] | None, **options: Any) -> Detector:
+        parsed = BundleMetadata.from_dict({**meta, **({"decision": decision} if decision else {})})
+        return Detector(session=session, tokenizer=tokenizer, metadata=parsed, **options)
+
+    first = detector(None, truncation=True)  # uncalibrated: the margins are the model's own
     p = np.clip(first.predict_proba([r.text for r in val]).astype(np.float64), 1e-7, 1 - 1e-7)
     temperature = fit_temperature(np.log(p) - np.log1p(-p), y, weights)
     logger.info("temperature %.3f (domain-balanced log loss on %d validation texts)", temperature, len(val))
 
-    meta["decision"] = {
+    # the temperature alone (the one operating point is the bundle's own threshold, so nothing else changes)
+    scaled = {
         "temperature": temperature,
-        "operating_points": [{"false_positive_rate": 0.5, "threshold": 0.5}],
+        "operating_points": [{"false_positive_rate": 0.5, "threshold": meta["threshold"]}],
     }
-    _write(meta_path, meta)
-    calibrated = Detector.from_pretrained(bundle, provider="cpu", threads=threads)
+    calibrated = detector(scaled)
     scores, tokens = _score(calibrated, val)
     points = operating_points(scores, y, weights)
     ai_point = next(pt for pt in points if pt["false_positive_rate"] == cfg.false_positive_rate)
@@ -264,9 +269,7 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
     by_length = []
     human = y == 0
     for n in (n for n in LENGTHS if n + 2 <= calibrated.metadata.max_length):
-        cut = Detector.from_pretrained(
-            bundle, provider="cpu", threads=threads, max_length=max(8, n + 2), truncation=True
-        )
+        cut = detector(scaled, max_length=max(8, n + 2), truncation=True)
         s = cut.predict_proba([r.text for r in val]).astype(np.float64)
         by_length.append(
             {
@@ -298,7 +301,6 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
     }
     report_val = group_report(val, scores, "domain", threshold, human_threshold, min_tokens, tokens)
     gens_val = group_report(val, scores, "generator", threshold, human_threshold, min_tokens, tokens)
-    test = held_out_records(cfg.data)
     report_test: list[dict[str, Any]] = []
     if test:
         ts, tt = _score(calibrated, test)
