@@ -160,6 +160,18 @@ class BundleMetadata:
         """The variant's precision (``fp32``, ``int8``, ``fp16``)."""
         return str(self.variant["precision"])
 
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether a window's logits depend on the other windows of its batch.
+
+        True for dynamic int8 (``variant.quantization.mode == "dynamic"``): ONNX Runtime's
+        ``DynamicQuantizeLinear`` takes one activation scale over the whole input tensor, every row and the
+        padding, so a text's score would move with its neighbours. fp32, fp16, static (calibrated) and
+        weight-only int8 compute each row on its own.
+        """
+        quantization = self.variant.get("quantization")
+        return isinstance(quantization, Mapping) and quantization.get("mode") == "dynamic"
+
 
 def _validate(meta: BundleMetadata) -> list[str]:
     problems: list[str] = []

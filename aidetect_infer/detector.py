@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -138,12 +139,19 @@ class Detector:
         session: An ONNX Runtime session of a bundle's ``model.onnx``.
         tokenizer: The bundle's tokenizer (it is copied, never modified).
         metadata: The bundle's metadata.
-        batch_size: Windows per ONNX Runtime call.
+        batch_size: Windows per ONNX Runtime call (a batch-dependent graph runs one per call; see
+            ``batch_invariant``).
         truncation: Score only the first window of long texts.
         max_length: Tokens per window, at most the bundle's ``max_length``; ``None`` uses the bundle's.
         io_binding: Run batches through IOBinding; ``None`` does so exactly when the session runs on a GPU.
         max_false_positive_rate: Decide at the bundle's validated operating point with the largest
             false-positive rate on human texts not above this; ``None`` uses the bundle's own.
+        batch_invariant: A text's score must not depend on the texts it is scored with. For a bundle whose
+            graph quantizes activations per call (dynamic int8, :attr:`BundleMetadata.batch_dependent`) every
+            window then gets a call of its own, the calls spread over the session's intra-op threads (no
+            padding, so on CPU this is as fast as batching or faster); ``False`` batches such windows anyway,
+            and a score then moves with its neighbours (by up to 0.2 P(AI) measured). Other graphs batch either
+            way: their rows are computed independently.
 
     Raises:
         InvalidInputError: Only some of ``session``/``tokenizer``/``metadata`` were given, or of a wrong type.
@@ -164,6 +172,7 @@ class Detector:
         max_length: int | None = None,
         io_binding: bool | None = None,
         max_false_positive_rate: float | None = None,
+        batch_invariant: bool = True,
     ) -> None:
         if session is None and tokenizer is None and metadata is None:
             session, tokenizer, metadata = _load_parts(_existing_default(), provider="auto", threads=None, variant=None)
@@ -183,7 +192,11 @@ class Detector:
         self._encoder = TextEncoder(
             tokenizer, max_length=self._metadata.max_length, window_stride=self._metadata.window_stride
         )
+        if not isinstance(batch_invariant, bool):
+            raise InvalidInputError(f"batch_invariant must be True or False, got {type(batch_invariant).__name__}")
         self._batch_size = batch_size
+        self._one_per_call = batch_invariant and metadata.batch_dependent
+        self._callers = _intra_op_threads(session) if self._one_per_call else 1
         self._truncation = bool(truncation)
         self._policy = DecisionPolicy.from_metadata(
             metadata.threshold, metadata.optional, max_false_positive_rate=max_false_positive_rate
@@ -204,6 +217,7 @@ class Detector:
         gpu_options: GpuOptions | None = None,
         io_binding: bool | None = None,
         max_false_positive_rate: float | None = None,
+        batch_invariant: bool = True,
     ) -> Detector:
         """Load a model bundle.
 
@@ -222,6 +236,7 @@ class Detector:
                 :class:`~aidetect_infer.gpu.GpuOptions`); ignored on the CPU.
             io_binding: Run batches through IOBinding; ``None`` does so exactly on a GPU.
             max_false_positive_rate: See the class docstring.
+            batch_invariant: See the class docstring.
 
         Returns:
             The detector.
@@ -247,6 +262,7 @@ class Detector:
             max_length=max_length,
             io_binding=io_binding,
             max_false_positive_rate=max_false_positive_rate,
+            batch_invariant=batch_invariant,
         )
 
     @property
@@ -334,6 +350,11 @@ class Detector:
             scores[part], windows[part], tokens[part] = self._score_chunk(texts[part])
         return scores, windows, tokens
 
+    def _logits(self, rows: list[NDArray[np.int64]]) -> NDArray[np.float64]:
+        """Logits of one batch of windows (content ids), framed and padded."""
+        input_ids, attention_mask = self._encoder.pad_batch(rows)
+        return _checked(run_logits(self._session, self._graph, input_ids, attention_mask), len(rows))
+
     def _score_chunk(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
         owners: list[int] = []
         rows: list[NDArray[np.int64]] = []
@@ -343,19 +364,32 @@ class Detector:
             for start, stop in self._encoder.spans(len(ids), truncation=self._truncation):
                 owners.append(index)
                 rows.append(ids[start:stop])
-        # Longest windows first, so each batch pads to rows of nearly the same length.
+        # Longest windows first, so each batch pads to rows of nearly the same length (and, one window per call,
+        # the long calls start first and the short ones fill in).
         order = sorted(range(len(rows)), key=lambda k: -len(rows[k]))
         p_ai = np.empty(len(rows), dtype=np.float64)
-        for begin in range(0, len(order), self._batch_size):
-            batch = order[begin : begin + self._batch_size]
-            input_ids, attention_mask = self._encoder.pad_batch([rows[k] for k in batch])
-            logits = _checked(run_logits(self._session, self._graph, input_ids, attention_mask), len(batch))
-            p_ai[batch] = _softmax_ai(logits / self._policy.temperature)
+        size = 1 if self._one_per_call else self._batch_size
+        batches = [order[begin : begin + size] for begin in range(0, len(order), size)]
+        if self._callers > 1 and len(batches) > 1:
+            with ThreadPoolExecutor(min(self._callers, len(batches))) as pool:
+                logits = list(pool.map(lambda batch: self._logits([rows[k] for k in batch]), batches))
+        else:
+            logits = [self._logits([rows[k] for k in batch]) for batch in batches]
+        for batch, values in zip(batches, logits, strict=True):
+            p_ai[batch] = _softmax_ai(values / self._policy.temperature)
         owner = np.asarray(owners, dtype=np.int64)
         weight = np.asarray([max(len(r), 1) for r in rows], dtype=np.float64)
         total = np.bincount(owner, weights=weight, minlength=len(texts))
         scores = np.bincount(owner, weights=weight * p_ai, minlength=len(texts)) / total
         return scores, np.bincount(owner, minlength=len(texts)), lengths
+
+
+def _intra_op_threads(session: ort.InferenceSession) -> int:
+    """The session's intra-op thread count (0, ONNX Runtime's default, means one per usable core), at most 8."""
+    threads = int(session.get_session_options().intra_op_num_threads)
+    if threads <= 0:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(threads, 8))
 
 
 def _checked(logits: NDArray[np.float64], rows: int) -> NDArray[np.float64]:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from benchmarks.engines import ENGINES, THREADS, Engine, load_engine
-from benchmarks.models import CACHE_DIR, Models, versions
+from benchmarks.models import CACHE_DIR, PEERS, Models, peer_installed, versions
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -157,6 +157,8 @@ def require(models: Models, settings: Settings) -> Callable[[str], None]:
             pytest.skip(f"{name} not selected (--bench-engines)")
         if name == "aidetect-default" and models.default is None:
             pytest.skip("aidetect-default: no default bundle yet (models/default or $AIDETECT_MODEL)")
+        if name in PEERS and not (peer_installed(name) and Path(str(models.files(name))).exists()):
+            pytest.skip(f"{name}: needs {', '.join(PEERS[name])} (pip install '.[peers]') before the models are built")
 
     return check
 

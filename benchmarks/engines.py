@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.models import BASELINE, ENGINES, MINILM_ENGINES, Models
+from benchmarks.models import BASELINE, BUNDLE_MAX_LENGTH, ENGINES, MINILM_ENGINES, PEERS, Models
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Engine:
         """
         if batch_size < 1 or max_length < 1:
             raise ValueError(f"batch_size and max_length must be positive, got {batch_size}, {max_length}")
-        if not truncation and not self.name.startswith("aidetect-"):
+        if not truncation and not self.name.startswith("aidetect-"):  # pipelines and peers truncate
             raise ValueError(f"{self.name}: a text-classification pipeline truncates; it cannot score windows")
         return self.make_scorer(batch_size, min(max_length, self.max_length), truncation)
 
@@ -140,6 +140,20 @@ def _load_pipeline(models: Models, name: str, threads: int) -> Engine:
     return Engine(name, int(model.config.max_position_embeddings), precision, make)
 
 
+def _load_peer(models: Models, name: str, threads: int) -> Engine:
+    from benchmarks import peers
+
+    where = models.files(name)
+    tokenizer = models.tokenizer_file(name)
+    if name == "ctranslate2-int8":
+        make = peers.ctranslate2_scorer(where, tokenizer, threads=threads)
+    else:
+        make = peers.openvino_scorer(where / "model.xml", tokenizer, threads=threads)
+    return Engine(
+        name, BUNDLE_MAX_LENGTH, "int8", lambda batch_size, max_length, truncation: make(batch_size, max_length)
+    )
+
+
 def load_engine(models: Models, name: str, *, threads: int = THREADS) -> Engine:
     """Load a contender.
 
@@ -159,4 +173,6 @@ def load_engine(models: Models, name: str, *, threads: int = THREADS) -> Engine:
         raise ValueError(f"unknown engine {name!r}; one of {ENGINES}")
     if name.startswith("aidetect-"):
         return _load_aidetect(models, name, threads)
+    if name in PEERS:
+        return _load_peer(models, name, threads)
     return _load_pipeline(models, name, threads)

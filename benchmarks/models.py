@@ -42,12 +42,19 @@ ENGINES = (
     "aidetect-fp32",
     "aidetect-int8",
     "aidetect-default",
+    "ctranslate2-int8",
+    "openvino-int8",
 )
+PEERS = {"ctranslate2-int8": ("ctranslate2",), "openvino-int8": ("openvino", "nncf")}
+"""The other runtimes (``benchmarks.peers``) and the libraries each needs (``pip install '.[peers]'``)."""
 MINILM_ENGINES = frozenset(ENGINES) - {"transformers-pytorch-distilbert-base", "aidetect-default"}
 BUNDLE_MAX_LENGTH = 512  # the built bundles take up to 512 tokens, so the 512-token latency runs one window
 HEAD_STD = 0.1
 DISTILBERT_BASE = {"dim": 768, "n_layers": 6, "n_heads": 12, "hidden_dim": 3072}
-_VERSIONED = ("torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "onnx", "tokenizers", "numpy")
+_VERSIONED = (
+    "torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "onnx", "tokenizers", "numpy", "ctranslate2",
+    "openvino", "nncf",
+)  # fmt: skip
 _DONE = "complete.json"
 
 
@@ -70,7 +77,7 @@ def cache_key() -> str:
     """
     h = hashlib.sha256(json.dumps(versions(), sort_keys=True).encode())
     h.update(repr((BUNDLE_MAX_LENGTH, HEAD_STD, sorted(DISTILBERT_BASE.items()))).encode())
-    for fn in (build_models, _build_checkpoints, _build_bundles, _build_optimum):
+    for fn in (build_models, _build_checkpoints, _build_bundles, _build_optimum, _build_peers):
         h.update(inspect.getsource(fn).encode())
     for path in sorted((REPO / "export").glob("*.py")):
         h.update(path.name.encode() + path.read_bytes())
@@ -96,6 +103,8 @@ class Models:
         bundles: Parent of the aidetect ``fp32/`` and ``int8/`` bundles.
         optimum_fp32: Optimum's exported model directory.
         optimum_int8: Optimum's quantized model directory.
+        ctranslate2: CTranslate2's int8 model directory (with the classification head as ``head.npz``).
+        openvino: OpenVINO's int8 model directory (``model.xml``).
     """
 
     root: Path
@@ -104,6 +113,8 @@ class Models:
     bundles: Path
     optimum_fp32: Path
     optimum_int8: Path
+    ctranslate2: Path
+    openvino: Path
 
     @classmethod
     def at(cls, root: Path) -> Models:
@@ -111,6 +122,7 @@ class Models:
         return cls(
             root=root, minilm=root / "minilm", distilbert_base=root / "distilbert-base", bundles=root / "aidetect",
             optimum_fp32=root / "optimum-fp32", optimum_int8=root / "optimum-int8",
+            ctranslate2=root / "ctranslate2-int8", openvino=root / "openvino-int8",
         )  # fmt: skip
 
     @property
@@ -129,6 +141,8 @@ class Models:
             "optimum-ort-int8": self.optimum_int8,
             "aidetect-fp32": self.bundles / "fp32",
             "aidetect-int8": self.bundles / "int8",
+            "ctranslate2-int8": self.ctranslate2,
+            "openvino-int8": self.openvino,
         }[engine]
 
     def tokenizer_file(self, engine: str) -> Path:
@@ -151,7 +165,7 @@ class Models:
 
             bundle = load_bundle(where)
             return bundle.model_path.stat().st_size + bundle.tokenizer_path.stat().st_size
-        tokenizer = (self.minilm / "tokenizer.json").stat().st_size if engine.startswith("optimum") else 0
+        tokenizer = (self.minilm / "tokenizer.json").stat().st_size if engine.startswith(("optimum", *PEERS)) else 0
         return tokenizer + sum(p.stat().st_size for p in where.rglob("*") if p.is_file())
 
     def architecture(self, engine: str) -> dict[str, Any]:
@@ -198,6 +212,7 @@ def build_models(parity_texts: Sequence[str], cache_dir: Path = CACHE_DIR) -> Mo
         _build_checkpoints(models)
         _build_bundles(models, parity_texts)
         _build_optimum(models)
+        _build_peers(models, parity_texts)
         (work / _DONE).write_text(
             json.dumps({"versions": versions(), "seconds": round(time.perf_counter() - started, 1)}), encoding="utf-8"
         )
@@ -288,3 +303,28 @@ def _build_optimum(models: Models) -> None:
     quantizer.quantize(
         save_dir=models.optimum_int8, quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False)
     )
+
+
+def peer_installed(engine: str) -> bool:
+    """Whether the libraries of a peer engine (:data:`PEERS`) are installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(module) is not None for module in PEERS.get(engine, ()))
+
+
+def _build_peers(models: Models, calibration_texts: Sequence[str]) -> None:
+    """CTranslate2 and OpenVINO int8 models of the same checkpoint, each only where its library is installed."""
+    from benchmarks import peers
+
+    if peer_installed("ctranslate2-int8"):
+        peers.build_ctranslate2(models.minilm, models.ctranslate2)
+    if peer_installed("openvino-int8"):
+        from export.onnx_export import ExportConfig, export_onnx, load_checkpoint
+
+        raw = models.root / "openvino-raw.onnx"
+        texts = sorted(calibration_texts, key=len, reverse=True)
+        export_onnx(load_checkpoint(models.minilm), raw, ExportConfig(max_length=BUNDLE_MAX_LENGTH), texts=texts[:8])
+        peers.build_openvino_int8(
+            raw, models.minilm / "tokenizer.json", calibration_texts, models.openvino, max_length=BUNDLE_MAX_LENGTH
+        )
+        raw.unlink()

@@ -4,10 +4,10 @@ Batch size 16 runs the whole 512-text corpus; batch sizes 1 and 64 run its first
 ``extra_info`` says how many), which keeps the suite within its time budget on 2 cores. Every engine
 truncates at the same ``max_length`` and sees the same tokens, which the agreement checks confirm: each
 MiniLM-sized engine's P(AI) matches the PyTorch baseline's on the same texts, and each engine's scores match
-its own at batch 16. fp32 engines must agree to 2e-3 in every text. int8 engines are held to the mean
-difference: dynamic quantization takes one activation scale per tensor, over the whole batch and its padding,
-so a text's int8 score moves with the texts batched with it (measured on the shipped model: mean 0.013, up to
-0.36 between batch 1 and 16); the largest difference is recorded in ``extra_info`` all the same.
+its own at batch 16. fp32 engines must agree with the baseline to 2e-3 in every text; int8 engines are held to
+the mean difference (quantization error), the largest recorded in ``extra_info``. The aidetect engines must also
+be batch-invariant: their scores at batch 1 and 64 equal those at batch 16 within 1e-5 in every text (dynamic
+int8 runs one window per call; see ``Detector(batch_invariant=...)``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ BUDGET_FULL_S = 20.0
 BUDGET_SUBSET_S = 12.0
 # Per precision: which statistic of |P(AI) difference| is checked, and its limit.
 TOLERANCE = {"fp32": ("max", 2e-3), "int8": ("mean", 0.03)}
+INVARIANCE = ("max", 1e-5)  # an aidetect engine's scores at another batch size against its own at batch 16
 DETECTOR_CHUNK = 256  # aidetect_infer.Detector sorts windows by length within chunks of max(256, 16 x batch)
 
 
@@ -61,8 +62,11 @@ def _check_agreement(
         diff = np.abs(got - reference)
         measured[f"max_abs_diff_vs_{what}"] = float(diff.max())
         measured[f"mean_abs_diff_vs_{what}"] = float(diff.mean())
-        value = measured[f"{statistic}_abs_diff_vs_{what}"]
-        assert value <= limit, f"{engine.name} vs {what}: {statistic} |dP| {value:.3g} > {limit}"
+        stat, most = (statistic, limit)
+        if what.startswith("batch_") and engine.name.startswith("aidetect-"):
+            stat, most = INVARIANCE
+        value = measured[f"{stat}_abs_diff_vs_{what}"]
+        assert value <= most, f"{engine.name} vs {what}: {stat} |dP| {value:.3g} > {most}"
     return measured
 
 

@@ -5,6 +5,9 @@ of decisions at the bundle's threshold, and the max abs probability difference. 
 set the AUC drop is at most ``max_auc_drop`` and the agreement at least ``min_agreement`` (and, if set, the max
 probability difference at most ``max_prob_diff``). A set with a single class has no AUC; only its agreement
 and probability difference are judged there.
+
+A variant must also be batch-invariant: a text's P(AI) scored alone and inside a batch of other texts may differ
+by at most ``max_batch_diff`` (measured through the runtime by ``export.onnx_eval.batch_dependence``).
 """
 
 from __future__ import annotations
@@ -42,17 +45,22 @@ class GateConfig:
         max_auc_drop: Largest allowed ``auc(fp32) - auc(variant)`` on any set.
         min_agreement: Smallest allowed share of texts whose decision at the threshold is the same.
         max_prob_diff: Largest allowed abs difference of P(AI) on any text; ``None`` only reports it.
+        max_batch_diff: Largest allowed change of a text's P(AI) between scoring it alone and in a batch;
+            ``None`` only reports it.
     """
 
     max_auc_drop: float = 0.005
     min_agreement: float = 0.99
     max_prob_diff: float | None = None
+    max_batch_diff: float | None = 1e-5
 
     def __post_init__(self) -> None:
         _finite("max_auc_drop", self.max_auc_drop)
         _finite("min_agreement", self.min_agreement)
         if self.max_prob_diff is not None and _finite("max_prob_diff", self.max_prob_diff) < 0:
             raise ValueError(f"max_prob_diff must be >= 0, got {self.max_prob_diff!r}")
+        if self.max_batch_diff is not None and _finite("max_batch_diff", self.max_batch_diff) < 0:
+            raise ValueError(f"max_batch_diff must be >= 0, got {self.max_batch_diff!r}")
 
     def to_dict(self) -> dict[str, float | None]:
         """The limits, as ``aidetect.json``'s ``gates`` records them."""
@@ -60,6 +68,7 @@ class GateConfig:
             "max_auc_drop": self.max_auc_drop,
             "min_agreement": self.min_agreement,
             "max_prob_diff": self.max_prob_diff,
+            "max_batch_diff": self.max_batch_diff,
         }
 
 
@@ -111,16 +120,24 @@ def gate_failures(per_set: Mapping[str, Mapping[str, float | int]], cfg: GateCon
     return reasons
 
 
-def apply_gate(variant: str, per_set: Mapping[str, Mapping[str, float | int]], cfg: GateConfig) -> dict[str, Any]:
+def apply_gate(
+    variant: str,
+    per_set: Mapping[str, Mapping[str, float | int]],
+    cfg: GateConfig,
+    *,
+    batch_diff: tuple[int, float] | None = None,
+) -> dict[str, Any]:
     """Judge a variant and return the ``gates`` record for its ``aidetect.json``.
 
     Args:
         variant: The variant's name, for the message.
         per_set: :func:`compare_scores` per evaluation set.
         cfg: The limits.
+        batch_diff: ``(texts, largest P(AI) change)`` between scoring alone and in a batch; ``None``: not measured.
 
     Returns:
-        ``{"reference": "fp32", "limits": ..., "passed": True, "sets": per_set}``.
+        ``{"reference": "fp32", "limits": ..., "passed": True, "sets": per_set}``, with ``batch_invariance``
+        (``texts``, ``max_abs_diff``) when measured.
 
     Raises:
         GateFailedError: A limit is not met on some set, or there is no set to judge on.
@@ -128,7 +145,15 @@ def apply_gate(variant: str, per_set: Mapping[str, Mapping[str, float | int]], c
     if not per_set:
         raise GateFailedError(f"{variant}: no evaluation data to gate on; pass --eval FILE")
     reasons = gate_failures(per_set, cfg)
+    if batch_diff is not None and cfg.max_batch_diff is not None and not batch_diff[1] <= cfg.max_batch_diff:
+        reasons.append(
+            f"a text's P(AI) alone and in a batch differ by {batch_diff[1]:.3g} > {cfg.max_batch_diff:g} "
+            f"({batch_diff[0]} texts)"
+        )
     if reasons:
         raise GateFailedError(f"{variant} fails the accuracy gate against fp32: " + "; ".join(reasons))
     sets = {name: dict(m) for name, m in per_set.items()}
-    return {"reference": "fp32", "limits": cfg.to_dict(), "passed": True, "sets": sets}
+    record: dict[str, Any] = {"reference": "fp32", "limits": cfg.to_dict(), "passed": True, "sets": sets}
+    if batch_diff is not None:
+        record["batch_invariance"] = {"texts": batch_diff[0], "max_abs_diff": batch_diff[1]}
+    return record

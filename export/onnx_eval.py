@@ -136,6 +136,21 @@ def score_bundle(
     return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
 
 
+def batch_dependence(
+    bundle_dir: str | os.PathLike[str], texts: Sequence[str], *, threads: int = 2, batch_size: int = 16, seed: int = 0
+) -> float:
+    """Largest change of a text's P(AI) between scoring it alone and inside a batch of all ``texts`` (shuffled).
+
+    What a user meets who scores a document alone and then in a batch job; 0 for a batch-invariant bundle.
+    """
+    detector = Detector.from_pretrained(bundle_dir, provider="cpu", threads=threads, batch_size=batch_size)
+    alone = np.asarray([detector.predict_proba(text)[0] for text in texts], dtype=np.float64)
+    order = np.random.default_rng(seed).permutation(len(texts))
+    together = np.empty(len(texts), dtype=np.float64)
+    together[order] = detector.predict_proba([texts[i] for i in order])
+    return float(np.max(np.abs(alone - together))) if len(texts) else 0.0
+
+
 def set_metrics(eval_set: EvalSet, scores: NDArray[np.float32], threshold: float) -> dict[str, float | int]:
     """``export.metrics.binary_metrics`` of one set, with its source."""
     return {"source": eval_set.source, **binary_metrics(eval_set.labels, scores, threshold)}  # type: ignore[dict-item]

@@ -16,7 +16,7 @@ from export.bundle import write_bundle
 from export.card import render_card
 from export.gates import GateFailedError, apply_gate, compare_scores
 from export.layernorm import decompose_layernorm
-from export.onnx_eval import EvalSet, bundle_throughput, score_bundle, set_metrics, torch_throughput
+from export.onnx_eval import EvalSet, batch_dependence, bundle_throughput, score_bundle, set_metrics, torch_throughput
 from export.onnx_export import Checkpoint, export_onnx, parity_set
 from export.optimize import optimize
 from export.quantize import convert_fp16, quantize
@@ -177,7 +177,9 @@ class VariantBuilder:
                 s.name: compare_scores(s.labels, reference[s.name], scores[s.name], self.threshold)
                 for s in self.eval_sets
             }
-            meta["gates"] = apply_gate(variant, per_set, self.cfg.gate)
+            sample = _invariance_sample(self.eval_sets)
+            diff = batch_dependence(probe, sample, threads=self.cfg.threads)
+            meta["gates"] = apply_gate(variant, per_set, self.cfg.gate, batch_diff=(len(sample), diff))
         return meta, scores
 
     def write(self, variant: str, path: Path, meta: dict[str, Any]) -> VariantReport:
@@ -206,6 +208,12 @@ class VariantBuilder:
 
 def _parity(recipe: list[dict[str, Any]]) -> float:
     return next(float(r["parity_max_abs_logit_diff"]) for r in reversed(recipe) if "parity_max_abs_logit_diff" in r)
+
+
+def _invariance_sample(eval_sets: Sequence[EvalSet], n: int = 32) -> list[str]:
+    """A fixed sample of all evaluation sets, of mixed lengths, for the batch-invariance check."""
+    pool = [text for s in eval_sets for text in s.texts]
+    return random.Random(1).sample(pool, min(n, len(pool)))
 
 
 def _bench_sample(eval_sets: Sequence[EvalSet], n: int) -> list[str]:

@@ -6,8 +6,8 @@ The TOML file names every stage and its options:
 
 - ``[[train]]`` (one or more): options of :class:`export.train.TrainConfig`. A stage without ``base`` continues
   from the previous stage's checkpoint; without ``out`` it writes ``<work_dir>/train-<n>``.
-- ``[normalize]`` (optional): ``fold_confusables = true`` folds look-alike letters in the trained checkpoint's
-  tokenizer (``export.normalize``).
+- ``[normalize]`` (optional): ``fold_confusables = true`` folds look-alike letters in each trained checkpoint's
+  tokenizer (``export.normalize``), so a stage that continues from another trains on the folded tokenizer.
 - ``[prune]`` (optional): options of ``python -m export.prune`` (structural pruning and recovery).
 - ``[export]``: options of ``python -m export.to_onnx`` (variants, evaluation sets, gates).
 - ``[calibrate]`` (optional): options of ``export.calibrate.CalibrateConfig`` (temperature, operating points,
@@ -88,13 +88,14 @@ def run_pipeline(config_path: Path, *, resume: bool = False, until: str | None =
         else:
             train(TrainConfig(**options))
         checkpoint = out
+        # Folded after every stage, so a later stage trains on the tokenizer that ships.
+        if config.get("normalize", {}).get("fold_confusables"):
+            from export.normalize import fold_checkpoint
+
+            if fold_checkpoint(checkpoint):
+                log.info("normalize: %s folds look-alike letters now", checkpoint)
     if checkpoint is None:
         raise SystemExit("error: the configuration has no [[train]] stage")
-    if config.get("normalize", {}).get("fold_confusables"):
-        from export.normalize import fold_checkpoint
-
-        if fold_checkpoint(checkpoint):
-            log.info("normalize: %s folds look-alike letters now", checkpoint)
     if until == "train":
         return None
 

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-auc-drop", type=float, default=0.005, help="largest ROC AUC drop against fp32")
     p.add_argument("--gate-agreement", type=float, default=0.99, help="smallest decision agreement with fp32")
     p.add_argument("--gate-prob-diff", type=float, default=None, help="largest P(AI) difference (default: report)")
+    p.add_argument(
+        "--gate-batch-diff", type=float, default=1e-5,
+        help="largest change of a text's P(AI) between scoring it alone and in a batch (default 1e-5)",
+    )  # fmt: skip
     p.add_argument("--name", default=None, help="bundle name prefix (default: the checkpoint directory name)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--threads", type=int, default=2, help="threads for scoring and throughput")
@@ -112,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         export=ExportConfig(opset=opset, exporter=args.exporter, max_length=max_length),
         optimize=OptimizeConfig(level=args.optimize),
         quantize=tuple(dataclasses.replace(q, embeddings=args.quantize_embeddings) for q in INT8_PRESETS[args.int8]),
-        gate=GateConfig(args.gate_auc_drop, args.gate_agreement, args.gate_prob_diff),
+        gate=GateConfig(args.gate_auc_drop, args.gate_agreement, args.gate_prob_diff, args.gate_batch_diff),
         eval_specs=tuple(args.eval),
         eval_limit=args.eval_limit,
         calibration=args.calibration,

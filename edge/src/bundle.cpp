@@ -267,6 +267,9 @@ BundleMetadata BundleMetadata::parse(std::string_view text, const std::string& s
     meta.window_stride = d["window_stride"].get<int>();
     meta.threshold = d["threshold"].get<double>();
     meta.precision = d["variant"]["precision"].get<std::string>();
+    if (const json& q = d["variant"].value("quantization", json()); q.is_object()) {
+        meta.batch_dependent = q.value("mode", json()) == json("dynamic");
+    }
     meta.model_type = d["architecture"]["model_type"].get<std::string>();
     if (const json& vocab = d["architecture"].value("vocab_size", json()); is_int(vocab)) {
         meta.vocab_size = vocab.get<std::int64_t>();

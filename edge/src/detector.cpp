@@ -246,12 +246,14 @@ Detector Detector::from_pretrained(const std::string& path, const DetectorOption
                           ": it is not the tokenizer the model was trained with; " + kRebuildHint);
     }
     const int threads = options.threads > 0 ? options.threads : default_threads();
+    const std::size_t batch_size =
+        options.batch_invariant && bundle.metadata.batch_dependent ? 1 : static_cast<std::size_t>(options.batch_size);
     Session session(bundle.model_path(), threads);
     const std::size_t content = static_cast<std::size_t>(metadata.max_length) - specials;
     const std::size_t stride = std::min(static_cast<std::size_t>(metadata.window_stride), content);
     auto impl = std::unique_ptr<Impl>(new Impl{bundle.path, std::move(metadata), policy, std::move(tokenizer),
                                                std::move(session), threads,
-                                               static_cast<std::size_t>(options.batch_size), options.truncation,
+                                               batch_size, options.truncation,
                                                content, stride});
     // One probe batch at load, the highest token id and an empty text: a tokenizer larger than the embedding
     // table, a class axis not 2 wide or NaN weights are refused here instead of failing (or scoring NaN) later.

@@ -37,7 +37,8 @@ options:
   --model DIR        bundle directory, or a parent of fp32/ int8/ variants (default: $AIDETECT_MODEL)
   --variant NAME     variant of a multi-variant bundle (fp32, int8)
   --threads N        intra-op threads (default: every core this process may use)
-  --batch-size N     windows per ONNX Runtime call (default 16)
+  --batch-size N     windows per ONNX Runtime call (default 16; a dynamic-int8 bundle runs one per call)
+  --batch-dependent  batch a dynamic-int8 bundle's windows anyway (a score then depends on its neighbours)
   --max-length N     tokens per window, at most the bundle's
   --truncate         score only the first window of long texts
   --max-false-positive-rate X
@@ -149,6 +150,9 @@ Args parse_args(int argc, char** argv) {
         } else if (arg == "--digits") {
             args.digits = parse_int(arg, value());
             if (args.digits < 0 || args.digits > 17) throw InvalidInputError("--digits must be in [0, 17]");
+        } else if (arg == "--batch-dependent") {
+            if (inline_value) throw InvalidInputError(arg + " takes no value");
+            args.options.batch_invariant = false;
         } else if (arg == "--truncate" || arg == "--json" || arg == "--jsonl" || arg == "--words" || arg == "--timing") {
             if (inline_value) throw InvalidInputError(arg + " takes no value");
             (arg == "--truncate" ? args.options.truncation

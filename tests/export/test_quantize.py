@@ -228,9 +228,19 @@ def test_apply_gate_limits() -> None:
         apply_gate("int8", ok, GateConfig(max_prob_diff=0.001))
     with pytest.raises(GateFailedError, match="no evaluation data"):
         apply_gate("int8", {}, GateConfig())
+    with pytest.raises(GateFailedError, match="alone and in a batch differ by 0.002 > 1e-05"):
+        apply_gate("int8", ok, GateConfig(), batch_diff=(32, 0.002))
+    measured = apply_gate("int8", ok, GateConfig(), batch_diff=(32, 0.0))
+    assert measured["batch_invariance"] == {"texts": 32, "max_abs_diff": 0.0}
+    assert apply_gate("int8", ok, GateConfig(max_batch_diff=None), batch_diff=(32, 0.3))["passed"]  # reported only
     one_class = {"set": {**ok["set"], "auc_drop": float("nan")}}
     assert apply_gate("fp16", one_class, GateConfig())["passed"]
-    for bad in ({"max_auc_drop": float("nan")}, {"min_agreement": "high"}, {"max_prob_diff": -0.1}):
+    for bad in (
+        {"max_auc_drop": float("nan")},
+        {"min_agreement": "high"},
+        {"max_prob_diff": -0.1},
+        {"max_batch_diff": -1e-6},
+    ):
         with pytest.raises(ValueError):
             GateConfig(**bad)
 

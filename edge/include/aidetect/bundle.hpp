@@ -47,6 +47,9 @@ struct BundleMetadata {
     double threshold = 0.5;             ///< score >= threshold means labels[1]
     std::string precision;              ///< variant.precision: fp32, int8, fp16
     std::string model_type;             ///< architecture.model_type
+    /// variant.quantization.mode is "dynamic": one activation scale per call, so a window's logits depend on the
+    /// other rows of its batch (the Detector then runs one window per call).
+    bool batch_dependent = false;
     std::int64_t vocab_size = -1;       ///< architecture.vocab_size (rows of the embedding table); -1 if absent
     FileEntry model;                    ///< files["model.onnx"]
     FileEntry tokenizer;                ///< files["tokenizer.json"]

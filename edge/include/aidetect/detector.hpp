@@ -52,7 +52,10 @@ struct DecisionPolicy {
 /// How a Detector runs.
 struct DetectorOptions {
     int threads = 0;         ///< intra-op threads; 0 = every core this process may use
-    int batch_size = 16;     ///< windows per ONNX Runtime call
+    int batch_size = 16;     ///< windows per ONNX Runtime call (1 for a batch-dependent graph, see below)
+    /// A text's score must not depend on the texts it is scored with: a batch-dependent graph (dynamic int8,
+    /// BundleMetadata::batch_dependent) runs one window per call. false batches such windows anyway.
+    bool batch_invariant = true;
     bool truncation = false; ///< score only the first window of long texts
     int max_length = 0;      ///< tokens per window, at most the bundle's; 0 = the bundle's
     std::string variant;     ///< sub-bundle of a parent directory (fp32, int8); empty = int8, else fp32
@@ -64,7 +67,8 @@ struct DetectorOptions {
 /// Scores texts with a bundle, by the same rules as the Python runtime's Detector: each window's logits are
 /// divided by the bundle's temperature before the softmax; texts longer than one window are split into
 /// overlapping windows whose P(AI) are averaged, weighted by their content-token counts;
-/// windows are sorted by length and batched, each batch padded to its own longest row. Invalid UTF-8 is
+/// windows are sorted by length and batched, each batch padded to its own longest row (one window per call for
+/// a batch-dependent graph, so a text scores the same alone, in any batch and in the Python runtime). Invalid UTF-8 is
 /// replaced with U+FFFD; an empty text is scored as the tokenizer frames it ([CLS] [SEP]).
 ///
 /// predict() and predict_proba() keep no state, so one Detector may serve many threads at once.
