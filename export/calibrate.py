@@ -13,7 +13,9 @@ training record); the OUTFOX ``test`` half is scored for the report only, after 
    or above it. The bundle's ``threshold`` becomes the point of ``--false-positive-rate`` (default 1%); scores
    between it and the point of ``--uncertain-false-positive-rate`` (default 10%) are "uncertain".
 3. Shortest text judged: every validation text cut to N content tokens, for N in :data:`LENGTHS`; ``min_tokens``
-   is the smallest N at which the human texts flagged at the AI threshold stay within twice the target rate.
+   is the smallest N at which the human texts flagged at the AI threshold stay within twice the target rate
+   and the model still ranks (ROC AUC of the cut texts at least ``min_length_auc``, default 0.7); shorter texts
+   are "uncertain".
 4. Report: per data set and domain (validation groups, and the held-out OUTFOX test half), ROC AUC, TPR at 1%
    FPR, human texts flagged as AI and AI texts caught at the shipped threshold, and the uncertain share; per
    generator the catch rate; written to ``aidetect.json`` (``decision``, ``metrics.domains``), printed, and
@@ -60,8 +62,11 @@ class CalibrateConfig:
     uncertain_false_positive_rate: float = 0.1
     threads: int | None = None
     shares: dict[str, float] | None = None
+    min_length_auc: float = 0.7
 
     def __post_init__(self) -> None:
+        if not 0.5 <= self.min_length_auc < 1:
+            raise ValueError(f"min_length_auc must be in [0.5, 1), got {self.min_length_auc!r}")
         if not self.data:
             raise ValueError("at least one --data file is needed")
         if self.false_positive_rate not in FALSE_POSITIVE_RATES:
@@ -280,7 +285,11 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
             }
         )
     min_tokens = next(
-        (row["tokens"] for row in by_length if row["flagged_human"] <= 2 * cfg.false_positive_rate),
+        (
+            row["tokens"]
+            for row in by_length
+            if row["flagged_human"] <= 2 * cfg.false_positive_rate and row["roc_auc"] >= cfg.min_length_auc
+        ),
         by_length[-1]["tokens"],
     )
 
@@ -296,7 +305,8 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
             f"temperature by domain-balanced log loss; AI threshold: at most {cfg.false_positive_rate:.1%} of the "
             f"validation human texts (every domain together, domain-balanced) at or above it; 'uncertain' between "
             f"the {cfg.uncertain_false_positive_rate:.0%} point and it, and below {min_tokens} content tokens (the "
-            "shortest cut of the validation texts whose human false-positive rate stays within twice the target)"
+            "shortest cut of the validation texts whose human false-positive rate stays within twice the target "
+            f"and whose ROC AUC is at least {cfg.min_length_auc:g})"
         ),
     }
     report_val = group_report(val, scores, "domain", threshold, human_threshold, min_tokens, tokens)
@@ -396,6 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--false-positive-rate", type=float, default=0.01)
     p.add_argument("--uncertain-false-positive-rate", type=float, default=0.1)
     p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--min-length-auc", type=float, default=0.7,
+        help="shortest text judged: the ROC AUC the validation texts cut to that length must reach (default 0.7)",
+    )  # fmt: skip
     p.add_argument("--data-dir", help="where bare data file names are found (default: the repository's data/)")
     p.add_argument("--report", type=Path, help="also write the report as JSON here")
     args = p.parse_args(argv)
@@ -408,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = CalibrateConfig(
             bundle=args.bundle, data=tuple(args.data), false_positive_rate=args.false_positive_rate,
             uncertain_false_positive_rate=args.uncertain_false_positive_rate, threads=args.threads,
+            min_length_auc=args.min_length_auc,
         )  # fmt: skip
         result = calibrate_bundle(cfg)
     except (DataError, ValueError, OSError) as exc:

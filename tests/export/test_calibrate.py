@@ -82,6 +82,10 @@ def test_calibrate_writes_a_decision_the_runtime_follows(tiny_bundle: Path, data
     assert thresholds == sorted(thresholds, reverse=True)  # a looser budget never raises the threshold
     assert all(p["measured_false_positive_rate"] <= p["false_positive_rate"] + 1e-9 for p in points)
     assert decision["temperature"] > 0 and decision["min_tokens"] in [row["tokens"] for row in decision["by_length"]]
+    # the shortest length judged is the first cut that ranks (ROC AUC >= 0.7) within twice the target FPR
+    rows = decision["by_length"]
+    judged = [r["tokens"] for r in rows if r["roc_auc"] >= 0.7 and r["flagged_human"] <= 0.02]
+    assert decision["min_tokens"] == (judged[0] if judged else rows[-1]["tokens"])
 
     detector = Detector.from_pretrained(bundle, provider="cpu", threads=1)
     assert detector.threshold == pytest.approx(points[3]["threshold"])  # the 1% point
