@@ -5,11 +5,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cfenv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <mutex>
 #include <numeric>
+#include <thread>
 #include <utility>
 
 #include "aidetect/errors.hpp"
@@ -136,6 +140,7 @@ struct Detector::Impl {
     Session session;
     int threads;
     std::size_t batch_size;
+    std::size_t callers;  ///< threads issuing calls at once (one window per call), else 1
     bool truncation;
     std::size_t content_length;
     std::size_t stride;
@@ -187,7 +192,9 @@ void Detector::Impl::score_chunk(const std::vector<std::string>& texts, std::siz
     const auto size = [&](std::size_t k) { return rows[k].stop - rows[k].start; };
     std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return size(a) > size(b); });
     std::vector<double> p_ai(rows.size());
-    for (std::size_t first = 0; first < order.size(); first += batch_size) {
+    const std::size_t batches = (order.size() + batch_size - 1) / batch_size;
+    const auto run_one = [&](std::size_t batch) {
+        const std::size_t first = batch * batch_size;
         const std::size_t last = std::min(order.size(), first + batch_size);
         std::vector<const std::int64_t*> data;
         std::vector<std::size_t> sizes;
@@ -205,6 +212,31 @@ void Detector::Impl::score_chunk(const std::vector<std::string>& texts, std::siz
             const double ea = std::exp(a - top), eb = std::exp(b - top);
             p_ai[order[j]] = eb / (ea + eb);
         }
+    };
+    const std::size_t workers = std::min(callers, batches);
+    if (workers <= 1) {
+        for (std::size_t b = 0; b < batches; ++b) run_one(b);
+    } else {
+        // One window per call: the calls are independent, so they run from several threads at once (as the
+        // Python runtime does); each writes its own entries of p_ai.
+        std::atomic<std::size_t> next{0};
+        std::exception_ptr failure;
+        std::mutex failure_lock;
+        std::vector<std::thread> pool;
+        pool.reserve(workers);
+        for (std::size_t w = 0; w < workers; ++w) {
+            pool.emplace_back([&] {
+                try {
+                    for (std::size_t b = next++; b < batches; b = next++) run_one(b);
+                } catch (...) {
+                    const std::lock_guard<std::mutex> hold(failure_lock);
+                    if (!failure) failure = std::current_exception();
+                    next = batches;
+                }
+            });
+        }
+        for (auto& t : pool) t.join();
+        if (failure) std::rethrow_exception(failure);
     }
     std::vector<double> total(end - begin, 0.0), weighted(end - begin, 0.0);
     for (std::size_t k = 0; k < rows.size(); ++k) {
@@ -246,14 +278,15 @@ Detector Detector::from_pretrained(const std::string& path, const DetectorOption
                           ": it is not the tokenizer the model was trained with; " + kRebuildHint);
     }
     const int threads = options.threads > 0 ? options.threads : default_threads();
-    const std::size_t batch_size =
-        options.batch_invariant && bundle.metadata.batch_dependent ? 1 : static_cast<std::size_t>(options.batch_size);
+    const bool one_per_call = options.batch_invariant && bundle.metadata.batch_dependent;
+    const std::size_t batch_size = one_per_call ? 1 : static_cast<std::size_t>(options.batch_size);
     Session session(bundle.model_path(), threads);
     const std::size_t content = static_cast<std::size_t>(metadata.max_length) - specials;
     const std::size_t stride = std::min(static_cast<std::size_t>(metadata.window_stride), content);
     auto impl = std::unique_ptr<Impl>(new Impl{bundle.path, std::move(metadata), policy, std::move(tokenizer),
                                                std::move(session), threads,
-                                               batch_size, options.truncation,
+                                               batch_size, one_per_call ? static_cast<std::size_t>(std::min(threads, 8)) : 1,
+                                               options.truncation,
                                                content, stride});
     // One probe batch at load, the highest token id and an empty text: a tokenizer larger than the embedding
     // table, a class axis not 2 wide or NaN weights are refused here instead of failing (or scoring NaN) later.
