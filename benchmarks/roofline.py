@@ -110,13 +110,22 @@ def fp32_matmul(size: int = PEAK_SIZE, threads: int = 2) -> tuple[Callable[[], A
     return run, 2 * size**3
 
 
+def has_vnni() -> bool:
+    """Whether this CPU multiplies u8 x s8 with VNNI (``avx512_vnni`` or ``avx_vnni`` in ``/proc/cpuinfo``)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def ort_matmul(
     workdir: Path, precision: str, size: int = PEAK_SIZE, threads: int = 2
 ) -> tuple[Callable[[], Any], int, tuple[np.ndarray, np.ndarray]]:
     """A ``size³`` matrix product through ONNX Runtime on ``threads`` threads, and its operations.
 
     ``"int8"``: u8 activation × s8 weight with ``MatMulInteger`` (int32 out), the kernel of a dynamically
-    quantized model's products; ``"fp32"``: ``MatMul`` (ONNX Runtime's own fp32 kernels, which can beat numpy's
+    quantized model's products (7-bit weights on a CPU without VNNI, see :func:`has_vnni`); ``"fp32"``: ``MatMul`` (ONNX Runtime's own fp32 kernels, which can beat numpy's
     BLAS). The weight is a graph initializer and the activation an input, as in a model.
 
     Returns:
@@ -131,7 +140,10 @@ def ort_matmul(
 
     rng = np.random.default_rng(0)
     if precision == "int8":
-        weight = rng.integers(-128, 128, size=(size, size), dtype=np.int8)
+        # Without VNNI the u8 x s8 kernel adds pairs of products in int16 (vpmaddubsw), which saturates for
+        # full-range weights: 7-bit weights there, as the export's int8 ladder uses, keep the product exact.
+        low = -128 if has_vnni() else -64
+        weight = rng.integers(low, -low, size=(size, size), dtype=np.int8)
         activation = rng.integers(0, 256, size=(size, size), dtype=np.uint8)
         op, types = "MatMulInteger", (TensorProto.UINT8, TensorProto.INT32)
     elif precision == "fp32":
