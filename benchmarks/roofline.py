@@ -125,8 +125,9 @@ def ort_matmul(
     """A ``size³`` matrix product through ONNX Runtime on ``threads`` threads, and its operations.
 
     ``"int8"``: u8 activation × s8 weight with ``MatMulInteger`` (int32 out), the kernel of a dynamically
-    quantized model's products (7-bit weights on a CPU without VNNI, see :func:`has_vnni`); ``"fp32"``: ``MatMul`` (ONNX Runtime's own fp32 kernels, which can beat numpy's
-    BLAS). The weight is a graph initializer and the activation an input, as in a model.
+    quantized model's products (7-bit weights on a CPU without VNNI, see :func:`has_vnni`); ``"fp32"``:
+    ``MatMul`` (ONNX Runtime's own fp32 kernels, which can beat numpy's BLAS). The weight is a graph
+    initializer and the activation an input, as in a model.
 
     Returns:
         ``(run, ops, (activation, weight))``; ``run()`` computes one product (a list holding the result).
