@@ -31,7 +31,7 @@ Scorer = Callable[[Sequence[str]], NDArray[np.float64]]
 CALIBRATION_TEXTS = 300
 
 
-def _encoder(tokenizer_file: Path, max_length: int) -> Any:
+def _tokenizer(tokenizer_file: Path, max_length: int) -> Any:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
@@ -82,7 +82,7 @@ def ctranslate2_scorer(model_dir: Path, tokenizer_file: Path, *, threads: int) -
     head = dict(np.load(model_dir / "head.npz"))
 
     def make(batch_size: int, max_length: int) -> Scorer:
-        tokenizer = _encoder(tokenizer_file, max_length)
+        tokenizer = _tokenizer(tokenizer_file, max_length)
 
         def score(texts: Sequence[str]) -> NDArray[np.float64]:
             out = []
@@ -105,7 +105,7 @@ def build_openvino_int8(
     import nncf
     import openvino as ov
 
-    tokenizer = _encoder(tokenizer_file, max_length)
+    tokenizer = _tokenizer(tokenizer_file, max_length)
     windows = []
     for text in list(texts)[:CALIBRATION_TEXTS]:
         ids, mask = _padded(tokenizer, [text])
@@ -128,7 +128,7 @@ def openvino_scorer(model_xml: Path, tokenizer_file: Path, *, threads: int) -> C
     logits_port = compiled.output(0)
 
     def make(batch_size: int, max_length: int) -> Scorer:
-        tokenizer = _encoder(tokenizer_file, max_length)
+        tokenizer = _tokenizer(tokenizer_file, max_length)
         request = compiled.create_infer_request()
 
         def score(texts: Sequence[str]) -> NDArray[np.float64]:

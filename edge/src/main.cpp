@@ -64,6 +64,7 @@ struct Args {
     bool jsonl = false;
     bool words = false;
     bool timing = false;
+    bool batch_dependent = false;
     int digits = 6;
     std::vector<std::string> files;
 };
@@ -150,20 +151,20 @@ Args parse_args(int argc, char** argv) {
         } else if (arg == "--digits") {
             args.digits = parse_int(arg, value());
             if (args.digits < 0 || args.digits > 17) throw InvalidInputError("--digits must be in [0, 17]");
-        } else if (arg == "--batch-dependent") {
+        } else if (arg == "--truncate" || arg == "--json" || arg == "--jsonl" || arg == "--words" || arg == "--timing" ||
+                   arg == "--batch-dependent") {
             if (inline_value) throw InvalidInputError(arg + " takes no value");
-            args.options.batch_invariant = false;
-        } else if (arg == "--truncate" || arg == "--json" || arg == "--jsonl" || arg == "--words" || arg == "--timing") {
-            if (inline_value) throw InvalidInputError(arg + " takes no value");
-            (arg == "--truncate" ? args.options.truncation
-             : arg == "--json"   ? args.json
-             : arg == "--jsonl"  ? args.jsonl
-             : arg == "--words"  ? args.words
-                                 : args.timing) = true;
+            (arg == "--truncate"          ? args.options.truncation
+             : arg == "--json"            ? args.json
+             : arg == "--jsonl"           ? args.jsonl
+             : arg == "--words"           ? args.words
+             : arg == "--batch-dependent" ? args.batch_dependent
+                                          : args.timing) = true;
         } else {
             throw InvalidInputError("unknown option " + arg + " (see `aidetect-edge --help`)");
         }
     }
+    args.options.batch_invariant = !args.batch_dependent;
     return args;
 }
 

@@ -146,6 +146,7 @@ def test_corrupt_model_file_is_refused(run_edge, tiny_bundle, tmp_path):
         (("--variant", "int4"), "--variant must be fp32, int8 or fp16"),
         (("--frobnicate",), "unknown option --frobnicate"),
         (("--threads",), "--threads needs a value"),
+        (("--batch-dependent=yes",), "--batch-dependent takes no value"),
         (("missing-file.txt",), "missing-file.txt: cannot read input file"),
         (("texts.jsonl.gz",), "compressed input is not supported"),
     ],

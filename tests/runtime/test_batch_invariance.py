@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,7 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aidetect_infer import Detector
+from aidetect_infer.bundle import load_bundle
 from aidetect_infer.detector import DEFAULT_MODEL_DIR
+from aidetect_infer.session import create_session
+from aidetect_infer.tokenization import load_tokenizer
 from tests.conftest import DATA_DIR
 
 TOLERANCE = 1e-5
@@ -55,6 +59,24 @@ def shipped() -> Detector:
 
 
 @pytest.fixture(scope="module")
+def with_batch_size() -> Callable[..., Detector]:
+    """``with_batch_size(n, batch_invariant=True)``: a Detector over one pair of sessions of the shipped bundle
+    (the two-thread session and the one-thread session its one-window calls share), as ``from_pretrained`` opens."""
+    bundle = load_bundle(DEFAULT_MODEL_DIR)
+    session = create_session(bundle.model_path, provider="cpu", threads=2)
+    parallel = create_session(bundle.model_path, provider="cpu", threads=1)
+    tokenizer = load_tokenizer(bundle.tokenizer_path)
+
+    def make(batch_size: int, *, batch_invariant: bool = True) -> Detector:
+        return Detector(
+            session=session, tokenizer=tokenizer, metadata=bundle.metadata, batch_size=batch_size,
+            batch_invariant=batch_invariant, parallel_session=parallel,
+        )  # fmt: skip
+
+    return make
+
+
+@pytest.fixture(scope="module")
 def alone() -> dict[int, float]:
     """Each pool text scored on its own (filled lazily: examples only touch some)."""
     return {}
@@ -78,25 +100,15 @@ def test_the_shipped_model_is_batch_dependent_int8(shipped):
     batch_size=st.integers(1, 64),
     position=st.integers(0, 63),
 )
-def test_a_text_alone_equals_the_text_in_any_batch(shipped, alone, target, neighbours, batch_size, position):
+def test_a_text_alone_equals_the_text_in_any_batch(
+    shipped, alone, with_batch_size, target, neighbours, batch_size, position
+):
     batch = list(neighbours)
     batch.insert(min(position, len(batch)), target)
-    detector = _with_batch_size(batch_size)
+    detector = with_batch_size(batch_size)
     scores = detector.predict_proba([POOL[i] for i in batch])
     where = batch.index(target)
     assert abs(float(scores[where]) - _alone(shipped, alone, target)) <= TOLERANCE
-
-
-_DETECTORS: dict[tuple[int, bool], Detector] = {}
-
-
-def _with_batch_size(batch_size: int, *, batch_invariant: bool = True) -> Detector:
-    key = (batch_size, batch_invariant)
-    if key not in _DETECTORS:
-        _DETECTORS[key] = Detector.from_pretrained(
-            DEFAULT_MODEL_DIR, provider="cpu", threads=2, batch_size=batch_size, batch_invariant=batch_invariant
-        )
-    return _DETECTORS[key]
 
 
 @SETTINGS
@@ -118,11 +130,11 @@ def test_eight_threads_of_single_calls_equal_one_batched_call(shipped, alone):
     np.testing.assert_allclose(singles, batched, atol=TOLERANCE, rtol=0)
 
 
-def test_batching_a_dynamic_int8_graph_anyway_moves_scores(shipped):
+def test_batching_a_dynamic_int8_graph_anyway_moves_scores(with_batch_size):
     """``batch_invariant=False`` pads windows together: the per-tensor activation scale then spans every row,
     and scores move with the neighbours (which is why it is not the default)."""
     texts = POOL[:64]
-    loose = _with_batch_size(16, batch_invariant=False)
+    loose = with_batch_size(16, batch_invariant=False)
     together = loose.predict_proba(texts)
     singles = np.array([float(loose.predict_proba(t)[0]) for t in texts[:16]])
     assert np.abs(together[:16] - singles).max() > 1e-3

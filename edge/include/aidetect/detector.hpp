@@ -68,8 +68,8 @@ struct DetectorOptions {
 /// divided by the bundle's temperature before the softmax; texts longer than one window are split into
 /// overlapping windows whose P(AI) are averaged, weighted by their content-token counts;
 /// windows are sorted by length and batched, each batch padded to its own longest row (one window per call for
-/// a batch-dependent graph, so a text scores the same alone, in any batch and in the Python runtime). Invalid UTF-8 is
-/// replaced with U+FFFD; an empty text is scored as the tokenizer frames it ([CLS] [SEP]).
+/// a batch-dependent graph, so a text scores the same alone, in any batch and in the Python runtime). Invalid
+/// UTF-8 is replaced with U+FFFD; an empty text is scored as the tokenizer frames it ([CLS] [SEP]).
 ///
 /// predict() and predict_proba() keep no state, so one Detector may serve many threads at once.
 class Detector {
