@@ -37,7 +37,9 @@ def is_jsonl(path: str) -> bool:
     return name.endswith(JSONL_SUFFIXES)
 
 
-def _open(path: str) -> IO[str]:
+def open_text(path: str) -> IO[str]:
+    """``path`` opened for reading as UTF-8 text (``-`` is stdin, ``.gz`` is decompressed); undecodable bytes
+    become U+FFFD."""
     if path == "-":
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     if path.lower().endswith(".gz"):
@@ -83,7 +85,7 @@ def read_file(path: str) -> list[TextItem]:
     """
     source = "<stdin>" if path == "-" else path
     try:
-        with _open(path) as stream:
+        with open_text(path) as stream:
             return list(read_lines(stream, jsonl=is_jsonl(path), source=source))
     except (OSError, EOFError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -22,12 +22,13 @@ from aidetect_infer.serve.batcher import DynamicBatcher
 from aidetect_infer.serve.config import ServeConfig
 from aidetect_infer.serve.errors import QueueFullError, ServiceClosedError
 from aidetect_infer.serve.metrics import CONTENT_TYPE, ServiceMetrics
-from aidetect_infer.serve.middleware import BodyLimitMiddleware, MetricsMiddleware
+from aidetect_infer.serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
 
 logger = logging.getLogger(__name__)
 
 DETECT_PATH = "/v1/detect"
 PATHS = (DETECT_PATH, "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
+PROBE_PATHS = ("/healthz", "/readyz")  # answered without the API key
 WARMUP_TEXTS = ["A short text scored once at start-up, so the first request does not pay for warming up."]
 
 
@@ -163,8 +164,8 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
         config: Batching and limits (defaults: :class:`ServeConfig`).
 
     Returns:
-        The FastAPI app, wrapped in the metrics and body-limit middleware. ``app.state.service`` is the
-        :class:`Service`.
+        The FastAPI app, wrapped in the metrics, API-key (when configured) and body-limit middleware.
+        ``app.state.service`` is the :class:`Service`.
     """
     config = config or ServeConfig()
     service = Service(detector, config)
@@ -211,5 +212,7 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    if config.api_key is not None:  # outside the body limit: an unauthorized body is never read
+        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, open_paths=PROBE_PATHS)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, paths=PATHS)
     return app

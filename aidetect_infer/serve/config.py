@@ -35,6 +35,8 @@ class ServeConfig:
         workers: Inference threads; each runs one batch at a time.
         batching: ``False`` scores every request on its own, never merged with others (for comparison).
         retry_after_s: The ``Retry-After`` seconds sent with a 503.
+        api_key: When set, every request but the health probes must carry it (401 otherwise); see
+            :class:`~aidetect_infer.serve.middleware.ApiKeyMiddleware`.
 
     Raises:
         InvalidValueError: A value out of range.
@@ -48,6 +50,7 @@ class ServeConfig:
     workers: int = 1
     batching: bool = True
     retry_after_s: int = DEFAULT_RETRY_AFTER_S
+    api_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -67,8 +70,16 @@ class ServeConfig:
                 f"max_texts_per_request ({self.max_texts_per_request}) must not exceed max_queue_texts "
                 f"({self.max_queue_texts}): such a request could never be queued"
             )
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
+            raise InvalidValueError("api_key must be a non-empty string or None")
         if not isinstance(self.batching, bool):
             raise InvalidValueError(f"batching must be True or False, got {self.batching!r}")
+
+    def __repr__(self) -> str:  # never print the key
+        shown = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        if shown["api_key"] is not None:
+            shown["api_key"] = "***"
+        return "ServeConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     @property
     def max_wait_s(self) -> float:

@@ -1,10 +1,11 @@
-"""Plain ASGI middleware of the service: request metrics and the request-body size limit.
+"""Plain ASGI middleware of the service: request metrics, the API key and the request-body size limit.
 
 Written against the ASGI interface alone (no framework import), so it wraps any ASGI app.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -129,3 +130,43 @@ class BodyLimitMiddleware:
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope.get("headers", ()):
+        if name == wanted:
+            return bytes(value)
+    return None
+
+
+class ApiKeyMiddleware:
+    """Answers 401 to a request that does not carry the API key, before any of its body is read.
+
+    The key goes in ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; keys are compared in constant time.
+    The health probes (``open_paths``) answer without one, so an orchestrator can probe the service.
+
+    Args:
+        app: The wrapped ASGI app.
+        api_key: The key every other request must carry.
+        open_paths: Paths served without a key.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str, open_paths: Iterable[str] = ()) -> None:
+        self.app = app
+        self.key = api_key.encode("utf-8")
+        self.open_paths = frozenset(open_paths)
+
+    def _authorized(self, scope: Scope) -> bool:
+        given = _header(scope, b"x-api-key")
+        if given is None:
+            authorization = _header(scope, b"authorization") or b""
+            scheme, _, token = authorization.partition(b" ")
+            given = token.strip() if scheme.lower() == b"bearer" else None
+        return given is not None and hmac.compare_digest(given, self.key)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        detail = "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+        await send_json(send, 401, {"detail": detail}, [("www-authenticate", "Bearer")])

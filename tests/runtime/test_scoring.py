@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aidetect_infer import Prediction, cli, scoring
+from aidetect_infer import Prediction, cli, streaming
 from aidetect_infer.errors import BundleError, InvalidValueError
-from aidetect_infer.scoring import default_errors_path, score_file, truncate_after
+from aidetect_infer.streaming import default_errors_path, score_file, truncate_after
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -195,7 +195,7 @@ def test_killed_mid_write_then_resumed_equals_an_uninterrupted_run(tmp_path_fact
     source = tmp / "in.jsonl"
     source.write_text(_jsonl(rows), encoding="utf-8", errors="surrogatepass")
     score_file(HashScorer(), source, tmp / "full.jsonl", chunk_texts=chunk)
-    real_write, writes = scoring._write, [0]
+    real_write, writes = streaming._write, [0]
 
     def dying_write(f, records):
         if writes[0] == kill_at:
@@ -208,13 +208,13 @@ def test_killed_mid_write_then_resumed_equals_an_uninterrupted_run(tmp_path_fact
         writes[0] += 1
         real_write(f, records)
 
-    scoring._write = dying_write
+    streaming._write = dying_write
     try:
         score_file(HashScorer(), source, tmp / "out.jsonl", chunk_texts=chunk)
     except Killed:
         pass
     finally:
-        scoring._write = real_write
+        streaming._write = real_write
     score_file(HashScorer(), source, tmp / "out.jsonl", chunk_texts=chunk, resume=True)
     assert (tmp / "out.jsonl").read_bytes() == (tmp / "full.jsonl").read_bytes()
     full_errors, errors = tmp / "full.errors.jsonl", tmp / "out.errors.jsonl"

@@ -68,10 +68,11 @@ def request(
         conn.close()
 
 
-def post_json(port: int, payload: object, *, timeout: float = 60.0) -> Reply:
-    """``POST /v1/detect`` with ``payload`` encoded as JSON."""
+def post_json(port: int, payload: object, *, timeout: float = 60.0, headers: Mapping[str, str] | None = None) -> Reply:
+    """``POST /v1/detect`` with ``payload`` encoded as JSON (and any extra ``headers``)."""
     body = json.dumps(payload).encode("utf-8")
-    return request(port, "POST", "/v1/detect", body, {"Content-Type": "application/json"}, timeout=timeout)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    return request(port, "POST", "/v1/detect", body, sent, timeout=timeout)
 
 
 def metric_values(port: int) -> dict[str, float]:
@@ -89,12 +90,12 @@ def metric_values(port: int) -> dict[str, float]:
 class Server:
     """``python -m aidetect_infer serve`` in a subprocess; stdout and stderr go to a log file."""
 
-    def __init__(self, bundle: Path, args: list[str], log: Path) -> None:
+    def __init__(self, bundle: Path, args: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
         self.log = log
         command = [sys.executable, "-m", "aidetect_infer", "serve", "--model", str(bundle), "--port", "0"]
         command += ["--provider", "cpu", "--threads", "1", *args]
-        env = {k: v for k, v in os.environ.items() if k != "AIDETECT_MODEL"}
-        env["OMP_NUM_THREADS"] = "1"
+        environ = {k: v for k, v in os.environ.items() if k not in ("AIDETECT_MODEL", "AIDETECT_API_KEY")}
+        env = {**environ, "OMP_NUM_THREADS": "1", **(env or {})}
         with log.open("wb") as out:
             self.process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.port = self._wait_for_port()

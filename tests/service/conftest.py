@@ -24,8 +24,8 @@ def start_server(
     """``start_server(*args) -> Server`` on the tiny bundle, ready; every server is stopped at the end."""
     servers: list[Server] = []
 
-    def start(*args: str, ready: bool = True) -> Server:
-        server = Server(tiny_bundle, list(args), tmp_path_factory.mktemp("serve") / "server.log")
+    def start(*args: str, ready: bool = True, env: dict[str, str] | None = None) -> Server:
+        server = Server(tiny_bundle, list(args), tmp_path_factory.mktemp("serve") / "server.log", env)
         servers.append(server)
         if ready:
             server.wait_ready()

@@ -1,20 +1,22 @@
 """``python -m aidetect_infer serve``: the HTTP service on uvicorn.
 
-Importing this module registers the command and costs nothing: FastAPI and uvicorn are imported only when
-the command runs. The port is bound and the model loaded before the server starts, so a taken port or a bad
-bundle fails at once with the command line's exit code; then the address goes to stderr as
-``serving NAME on http://HOST:PORT`` (``--port 0`` picks a free port).
+Importing this module costs nothing: FastAPI and uvicorn are imported only when the command runs. The port
+is bound and the model loaded before the server starts, so a taken port or a bad bundle fails at once with the
+command line's exit code; then the address goes to stderr as ``serving NAME on http://HOST:PORT`` (``--port 0``
+picks a free port). Any address but loopback needs an API key (:func:`api_key_from_args`).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import os
 import socket
 import sys
 
-from aidetect_infer.cli import EXIT_OK, Command, UsageError, add_model_arguments, load_detector, register
-from aidetect_infer.errors import InvalidValueError
+from aidetect_infer.cli.common import Command, add_model_arguments, load_detector
+from aidetect_infer.errors import ExitCode, InvalidValueError, UsageError
 from aidetect_infer.serve.config import (
     DEFAULT_MAX_BATCH_TEXTS,
     DEFAULT_MAX_BODY_BYTES,
@@ -27,8 +29,8 @@ from aidetect_infer.serve.errors import SERVE_EXTRA_HINT, MissingExtraError
 
 logger = logging.getLogger(__name__)
 
-EXIT_SERVER_FAILED = 1
 DEFAULT_GRACEFUL_TIMEOUT_S = 30
+API_KEY_ENV = "AIDETECT_API_KEY"
 # Windows per ONNX Runtime call on the CPU. Measured with the int8 MiniLM-sized model, CPU time per text:
 # ~200-token texts 14.7 / 16.5 / 19.5 / 37 ms at 1 / 4 / 8 / 32, ~55-token texts 6.6 / 5.7 / 5.8 / 8.0 ms.
 CPU_BATCH_SIZE = 4
@@ -46,6 +48,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM/SIGINT, seconds to let in-flight requests finish (default 30)",
     )
     net.add_argument("--access-log", action="store_true", help="log every request")
+    net.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"require this key on every request but /healthz and /readyz (default ${API_KEY_ENV}); "
+        "needed to listen on any address but loopback",
+    )
     batch = parser.add_argument_group("batching and limits")
     options: list[tuple[str, type, object, str, str]] = [
         ("--max-batch-texts", int, DEFAULT_MAX_BATCH_TEXTS, "N", "most texts scored together"),
@@ -66,12 +74,44 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
             action.help = f"windows per ONNX Runtime call (default {CPU_BATCH_SIZE} on the CPU, a whole batch on a GPU)"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) reaches this machine only: every address it resolves to is
+    loopback. A name that does not resolve counts as not loopback."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def api_key_from_args(args: argparse.Namespace) -> str | None:
+    """The API key (``--api-key``, else ``$AIDETECT_API_KEY``), refusing a non-loopback address without one.
+
+    Raises:
+        UsageError: An empty key, or ``--host`` not loopback and no key.
+    """
+    key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
+    if key is not None and not key.strip():
+        raise UsageError(f"the API key (--api-key or ${API_KEY_ENV}) is empty")
+    if key is None and not is_loopback(args.host):
+        raise UsageError(
+            f"listening on {args.host} (not loopback) needs an API key: pass --api-key KEY or set ${API_KEY_ENV}, "
+            "or put the service behind a proxy that listens there and serve on 127.0.0.1"
+        )
+    return key
+
+
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     """The :class:`ServeConfig` the command-line options describe.
 
     Raises:
-        UsageError: An option out of range.
+        UsageError: An option out of range, or a non-loopback ``--host`` without an API key.
     """
+    api_key = api_key_from_args(args)
     try:
         return ServeConfig(
             max_batch_texts=args.max_batch_texts,
@@ -81,6 +121,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
             max_body_bytes=args.max_body_bytes,
             workers=args.workers,
             batching=not args.no_batching,
+            api_key=api_key,
         )
     except InvalidValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -160,11 +201,9 @@ def _run(args: argparse.Namespace) -> int:
         server.run(sockets=[sock])
     finally:
         sock.close()
-    return EXIT_OK if server.started else EXIT_SERVER_FAILED
+    return ExitCode.OK if server.started else ExitCode.FAILED
 
 
-SERVE = register(
-    Command(
-        "serve", "serve the detector over HTTP with dynamic batching (needs the [serve] extra)", _add_arguments, _run
-    )
+COMMAND = Command(
+    "serve", "serve the detector over HTTP with dynamic batching (needs the [serve] extra)", _add_arguments, _run
 )

@@ -1,4 +1,4 @@
-"""Streaming batch scoring that loses nothing: ``python -m aidetect_infer score INPUT --out OUTPUT``.
+"""Streaming batch scoring of a file that loses nothing (the library side of ``python -m aidetect_infer score``).
 
 The input (JSONL with a ``text`` and an optional ``id``, or plain text, one text per line; ``.gz`` accepted)
 is read line by line, never whole, and scored in chunks. Each chunk's results are appended to the output, one
@@ -16,23 +16,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from aidetect_infer.errors import AidetectError, InvalidValueError
-from aidetect_infer.textio import _open, is_jsonl
+from aidetect_infer.textio import is_jsonl, open_text
 
 if TYPE_CHECKING:
-    import argparse
-
     from aidetect_infer.detector import Prediction
 
 logger = logging.getLogger(__name__)
 
-HELP = "score a large file into a JSONL file of results, one per input line; --resume continues a stopped run"
 ERRORS_SUFFIX = ".errors.jsonl"
 CHUNK_TEXTS = 256
 CHUNK_CHARS = 2_000_000
@@ -316,7 +312,7 @@ def score_file(
     progress = on_progress or (lambda n: None)
     error_file: IO[bytes] | None = None
     try:
-        with _open(source) as stream, open(output, "ab") as out:
+        with open_text(source) as stream, open(output, "ab") as out:
             resumed = last = _skip_done(stream, done, jsonl=jsonl, source=source, output=output)
             progress(resumed)
             for chunk in _chunks(stream, first=resumed + 1, jsonl=jsonl, texts=chunk_texts, chars=chunk_chars):
@@ -347,58 +343,3 @@ def _result(prediction: Prediction) -> dict[str, Any]:
         "windows": prediction.windows,
         "tokens": prediction.tokens,
     }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``score`` command's options."""
-    from aidetect_infer.cli import add_model_arguments
-
-    parser.add_argument(
-        "input",
-        metavar="INPUT",
-        help="JSONL with a 'text' field and optional 'id', or plain text with one text per line (.gz accepted)",
-    )
-    parser.add_argument("--out", required=True, metavar="OUTPUT", help="JSONL results, one per input line")
-    parser.add_argument("--errors", metavar="PATH", help="unparseable lines (default: OUTPUT.errors.jsonl)")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue a stopped run where its output ends")
-    mode.add_argument("--overwrite", action="store_true", help="start over even if OUTPUT holds results")
-    chunk_help = f"texts scored and written together (default {CHUNK_TEXTS})"
-    parser.add_argument("--chunk", type=int, default=CHUNK_TEXTS, metavar="N", help=chunk_help)
-    add_model_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``score`` on parsed arguments: check the paths, load the model, score, print a summary."""
-    from aidetect_infer.cli import EXIT_OK, UsageError, load_detector
-    from aidetect_infer.progress import ProgressBar
-
-    if args.chunk < 1:
-        raise UsageError(f"--chunk must be a positive integer, got {args.chunk}")
-    output = Path(args.out)
-    errors = Path(args.errors) if args.errors else default_errors_path(output)
-    check_paths(args.input, output, errors, resume=args.resume, overwrite=args.overwrite)
-    detector = load_detector(args)
-    total = 0
-    if sys.stderr.isatty():  # a first pass for the bar's total; cheap next to scoring
-        with _open(str(args.input)) as stream:
-            total = sum(1 for _ in stream)
-    bar = ProgressBar(total, sys.stderr, enabled=total > 0)
-    try:
-        summary = score_file(
-            detector,
-            args.input,
-            output,
-            errors_path=errors,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            chunk_texts=args.chunk,
-            on_progress=bar.update,
-        )
-    finally:
-        bar.close()
-    resumed = f", resumed after line {summary.resumed_after}" if args.resume else ""
-    where = f" (see {errors})" if errors.exists() else ""
-    counts = f"{summary.scored} scored, {summary.errors} errors{where}, {summary.blank} blank{resumed}"
-    print(f"aidetect: {summary.lines} lines: {counts} -> {output}", file=sys.stderr)
-    return EXIT_OK

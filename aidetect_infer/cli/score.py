@@ -1,0 +1,71 @@
+"""``python -m aidetect_infer score INPUT --out OUTPUT``: score a large file, resumably.
+
+The scoring itself is :func:`aidetect_infer.streaming.score_file`; this module parses and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from aidetect_infer.cli.common import Command, add_model_arguments, load_detector
+from aidetect_infer.errors import ExitCode, UsageError
+from aidetect_infer.progress import ProgressBar
+from aidetect_infer.streaming import CHUNK_TEXTS, check_paths, default_errors_path, score_file
+from aidetect_infer.textio import open_text
+
+HELP = "score a large file into a JSONL file of results, one per input line; --resume continues a stopped run"
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``score`` command's options."""
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        help="JSONL with a 'text' field and optional 'id', or plain text with one text per line (.gz accepted)",
+    )
+    parser.add_argument("--out", required=True, metavar="OUTPUT", help="JSONL results, one per input line")
+    parser.add_argument("--errors", metavar="PATH", help="unparseable lines (default: OUTPUT.errors.jsonl)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue a stopped run where its output ends")
+    mode.add_argument("--overwrite", action="store_true", help="start over even if OUTPUT holds results")
+    chunk_help = f"texts scored and written together (default {CHUNK_TEXTS})"
+    parser.add_argument("--chunk", type=int, default=CHUNK_TEXTS, metavar="N", help=chunk_help)
+    add_model_arguments(parser)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run ``score`` on parsed arguments: check the paths, load the model, score, print a summary."""
+    if args.chunk < 1:
+        raise UsageError(f"--chunk must be a positive integer, got {args.chunk}")
+    output = Path(args.out)
+    errors = Path(args.errors) if args.errors else default_errors_path(output)
+    check_paths(args.input, output, errors, resume=args.resume, overwrite=args.overwrite)
+    detector = load_detector(args)
+    total = 0
+    if sys.stderr.isatty():  # a first pass for the bar's total; cheap next to scoring
+        with open_text(str(args.input)) as stream:
+            total = sum(1 for _ in stream)
+    bar = ProgressBar(total, sys.stderr, enabled=total > 0)
+    try:
+        summary = score_file(
+            detector,
+            args.input,
+            output,
+            errors_path=errors,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            chunk_texts=args.chunk,
+            on_progress=bar.update,
+        )
+    finally:
+        bar.close()
+    resumed = f", resumed after line {summary.resumed_after}" if args.resume else ""
+    where = f" (see {errors})" if errors.exists() else ""
+    counts = f"{summary.scored} scored, {summary.errors} errors{where}, {summary.blank} blank{resumed}"
+    print(f"aidetect: {summary.lines} lines: {counts} -> {output}", file=sys.stderr)
+    return ExitCode.OK
+
+
+COMMAND = Command("score", HELP, _add_arguments, _run)
