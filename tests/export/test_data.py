@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from export.data import (
+from export.data.records import (
     REPO_DATA_DIR,
     DataError,
     filter_records,
@@ -120,12 +120,12 @@ def test_repository_data_split_has_no_leak() -> None:
 
 
 def test_held_out_sets_of_repository_data() -> None:
-    from export.evaluate import held_out_sets
+    from export.evaluate.sets import held_out_sets
 
     sets = held_out_sets([REPO_DATA_DIR / "detectgpt_family.jsonl.gz", REPO_DATA_DIR / "outfox_essays.jsonl.gz"])
-    assert set(sets) == {"detectgpt_family/val", "outfox_essays/test", "outfox_essays/test-attacked"}
-    assert all(r.held_out and r.attack == "none" for r in sets["outfox_essays/test"])
+    assert set(sets) == {"detectgpt_family/validation", "outfox_essays/test-clean", "outfox_essays/test-attacked"}
+    assert all(r.held_out and r.attack == "none" for r in sets["outfox_essays/test-clean"])
     attacked = sets["outfox_essays/test-attacked"]
     assert {r.label for r in attacked} == {0, 1} and all(r.attack != "none" for r in attacked if r.label == 1)
     _, val = load_training_data([REPO_DATA_DIR / "detectgpt_family.jsonl.gz"])
-    assert {r.text for r in sets["detectgpt_family/val"]} == {r.text for r in val}
+    assert {r.text for r in sets["detectgpt_family/validation"]} == {r.text for r in val}

@@ -10,11 +10,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.layernorm import decompose_layernorm, decompose_model
-from export.onnx_export import ExportConfig, export_onnx, load_checkpoint, parity_set
-from export.optimize import OptimizeConfig, optimize
-from export.quantize import QuantizeConfig, quantize
-from export.stages import ExportError
+from export.errors import ExportError
+from export.onnx.export import ExportConfig, export_onnx, load_checkpoint, parity_set
+from export.onnx.layernorm import decompose_layernorm, decompose_model
+from export.onnx.optimize import OptimizeConfig, optimize
+from export.onnx.quantize import QuantizeConfig, quantize
 
 H = 48
 

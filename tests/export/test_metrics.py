@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export.metrics import binary_metrics, equal_error_threshold, roc_auc, tpr_at_fpr
+from export.evaluate.metrics import binary_metrics, equal_error_threshold, roc_auc, tpr_at_fpr
 
 
 @settings(max_examples=50, deadline=None)

@@ -1,4 +1,4 @@
-"""Domain-balanced sampling (export.mix) and training perturbations (export.augment)."""
+"""Domain-balanced sampling (export.data.mix) and training perturbations (export.data.augment)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export import augment, mix
-from export.data import Record
+from export.data import augment, mix
+from export.data.records import Record
 
 
 def _records() -> list[Record]:

@@ -1,4 +1,4 @@
-"""The look-alike fold written into tokenizer.json (export.normalize)."""
+"""The look-alike fold written into tokenizer.json (export.train.normalize)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from export.augment import HOMOGLYPHS
-from export.normalize import CONFUSABLES, fold_checkpoint, fold_tokenizer_file, folds
+from export.data.augment import HOMOGLYPHS
+from export.train.normalize import CONFUSABLES, fold_checkpoint, fold_tokenizer_file, folds
 
 REPO = Path(__file__).resolve().parents[2]
 REAL = REPO / "models" / "default" / "tokenizer.json"
@@ -57,7 +57,7 @@ def _tokenizers() -> tuple[Tokenizer, Tokenizer]:
     if not _CACHE:
         import tempfile
 
-        from export.normalize import with_fold
+        from export.train.normalize import with_fold
 
         with tempfile.TemporaryDirectory() as tmp:
             plain = _unfolded(Path(tmp) / "plain.json")

@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from export.pipeline import main, to_argv  # noqa: E402
+from export.pipeline.__main__ import main  # noqa: E402
+from export.pipeline.run import to_argv  # noqa: E402
 
 
 def test_to_argv() -> None:

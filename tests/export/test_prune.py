@@ -13,21 +13,15 @@ import pytest
 import torch
 
 from aidetect_infer import Detector
-from export.convert import save_checkpoint
-from export.distill import Labelled, RecoveryConfig, predict_logits, recover, soft_target_loss
-from export.importance import choose_layers, gradient_importance, mean_loss
-from export.prune import (
-    PRESETS,
-    PruneConfig,
-    PruneError,
-    flops_per_token,
-    parameter_count,
-    prune_model,
-    remove_layers,
-    transformer_layers,
-)
-from export.prune_run import importance_batches, load_classifier, main
-from export.train import load_tokenizer
+from export.errors import ExitCode, PruneError
+from export.prune.__main__ import main
+from export.prune.config import PRESETS, PruneConfig, transformer_layers
+from export.prune.distill import Labelled, RecoveryConfig, predict_logits, recover, soft_target_loss
+from export.prune.importance import choose_layers, gradient_importance, mean_loss
+from export.prune.job import importance_batches, load_classifier
+from export.prune.structure import flops_per_token, parameter_count, prune_model, remove_layers
+from export.train.batches import load_tokenizer
+from export.train.convert import save_checkpoint
 
 MAX_LENGTH = 64
 TEXTS = 48
@@ -332,14 +326,14 @@ def test_command_refuses_bad_requests(
     extra: list[str], message: str, tiny_checkpoint: Path, data_files: list[Path], tmp_path: Path
 ) -> None:
     code, _, stderr = run("--checkpoint", tiny_checkpoint, "--out", tmp_path / "x", "--data", *data_files, *extra)
-    assert code == 2 and message in stderr, stderr
+    assert code == ExitCode.INPUT and message in stderr, stderr
     assert not (tmp_path / "x").exists()
 
 
 def test_command_keeps_a_non_empty_out_dir(tiny_checkpoint: Path, data_files: list[Path], tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("x")
     code, _, stderr = run("--checkpoint", tiny_checkpoint, "--out", tmp_path, "--data", *data_files, "--heads", "1")
-    assert code == 2 and "--overwrite" in stderr
+    assert code == ExitCode.INPUT and "--overwrite" in stderr
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
@@ -354,12 +348,12 @@ def test_sweep_writes_the_table(tiny_checkpoint: Path, data_files: list[Path], t
     result = json.loads((out / "sweep.json").read_text())
     rows = {r["name"]: r for r in result["rows"]}
     assert list(rows) == ["unpruned", "h1-f32-l1", "hall-f48-lall"]
-    assert set(result["sets"]) == {"plain/val", "essays/test"}
+    assert set(result["sets"]) == {"plain/validation", "essays/test-clean"}
     assert rows["unpruned"]["speedup"] == 1.0
     assert rows["h1-f32-l1"]["parameters"] < rows["hall-f48-lall"]["parameters"] < rows["unpruned"]["parameters"]
     for name, row in rows.items():
         assert set(row["held_out"]) == set(result["sets"]) and row["texts_per_s"] > 0
-        assert 0 <= row["held_out"]["essays/test"]["roc_auc"] <= 1
+        assert 0 <= row["held_out"]["essays/test-clean"]["roc_auc"] <= 1
         assert (out / name / "int8" / "model.onnx").stat().st_size == row["int8_bytes"]
         Detector.from_pretrained(out / name / "int8", provider="cpu", threads=1).predict_proba(["a short text"])
     table = (out / "sweep.md").read_text().splitlines()

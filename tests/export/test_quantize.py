@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export.gates import GateConfig, GateFailedError, apply_gate, compare_scores
-from export.metrics import roc_auc
-from export.onnx_export import ExportConfig, export_onnx, load_checkpoint, parity_set
-from export.optimize import OptimizeConfig, optimize
-from export.quantize import QuantizeConfig, convert_fp16, quantize
-from export.stages import ExportError
+from export.errors import ExportError, GateFailedError
+from export.evaluate.metrics import roc_auc
+from export.onnx.export import ExportConfig, export_onnx, load_checkpoint, parity_set
+from export.onnx.gates import GateConfig, apply_gate, compare_scores
+from export.onnx.optimize import OptimizeConfig, optimize
+from export.onnx.quantize import QuantizeConfig, convert_fp16, quantize
 
 MAX_LENGTH = 64
 

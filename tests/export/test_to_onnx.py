@@ -14,13 +14,14 @@ import pytest
 import torch
 
 from aidetect_infer import Detector, load_bundle
-from export.card import render_card
-from export.gates import GateFailedError
-from export.onnx_build import INT8_LADDER, check_output, resolve_threshold
-from export.onnx_eval import load_eval_set
-from export.onnx_export import ExportConfig, export_onnx, load_checkpoint, parity_set
-from export.quantize import QuantizeConfig
-from export.stages import CheckpointError, ParityError, ParitySet
+from export.bundle.card import render_card
+from export.errors import CheckpointError, ExitCode, GateFailedError, ParityError
+from export.evaluate.sets import load_eval_set
+from export.onnx.export import ExportConfig, export_onnx, load_checkpoint, parity_set
+from export.onnx.parity import ParitySet
+from export.onnx.quantize import QuantizeConfig
+from export.onnx.recipe import INT8_LADDER, check_output, resolve_threshold
+from export.train.record import TrainingRecord
 
 VARIANTS = ("fp32", "int8", "fp16")
 GATE = {"max_auc_drop": 0.05, "min_agreement": 0.9}  # as in conftest.built
@@ -165,14 +166,15 @@ def test_impossible_gate_fails_and_writes_nothing(
         "--checkpoint", tiny_checkpoint, "--out", out, "--variant", "fp32", "int8", "--eval", eval_file,
         "--max-length", 64, "--bench-texts", 0, "--int8", "avx512_vnni", *gate,
     )  # fmt: skip
-    assert code == 1
+    assert code == ExitCode.CHECK_FAILED
     assert "int8 fails the accuracy gate against fp32" in err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_int8_falls_back_to_the_next_setting(tiny_checkpoint: Path, eval_file: Path, tmp_path: Path) -> None:
-    from export.gates import GateConfig
-    from export.onnx_build import BuildConfig, build_bundles
+    from export.onnx.build import build_bundles
+    from export.onnx.gates import GateConfig
+    from export.onnx.recipe import BuildConfig
 
     # The second setting quantizes nothing (the graph has no Conv), so it matches fp32 and must be the one kept.
     ladder = (QuantizeConfig.avx512_vnni(), QuantizeConfig(op_types=("Conv",)))
@@ -218,7 +220,7 @@ def test_bert_checkpoint_exports_with_token_type_ids(
 
 def test_missing_checkpoint(tmp_path: Path, eval_file: Path, cli: Any) -> None:
     code, _, err = cli("--checkpoint", tmp_path / "nope", "--out", tmp_path / "out", "--eval", eval_file)
-    assert code == 2 and "checkpoint directory does not exist" in err
+    assert code == ExitCode.INPUT and "checkpoint directory does not exist" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -230,7 +232,7 @@ def test_three_label_checkpoint_is_refused(tmp_path: Path, eval_file: Path, tiny
     config["label2id"] = {"a": 0, "b": 1, "c": 2}
     (ckpt / "config.json").write_text(json.dumps(config))
     code, _, err = cli("--checkpoint", ckpt, "--out", tmp_path / "out", "--eval", eval_file)
-    assert code == 2 and "has 3 labels" in err
+    assert code == ExitCode.INPUT and "has 3 labels" in err
     with pytest.raises(CheckpointError, match="exactly 2"):
         load_checkpoint(ckpt)
 
@@ -240,7 +242,7 @@ def test_non_empty_out_dir_needs_overwrite(tmp_path: Path, tiny_checkpoint: Path
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     code, _, err = cli("--checkpoint", tiny_checkpoint, "--out", out, "--variant", "fp32", "--max-length", 32)
-    assert code == 2 and "not empty" in err and "--overwrite" in err
+    assert code == ExitCode.INPUT and "not empty" in err and "--overwrite" in err
     assert (out / "keep.txt").read_text() == "mine"
     code, _, err = cli(
         "--checkpoint", tiny_checkpoint, "--out", out, "--variant", "fp32", "--max-length", 32, "--overwrite"
@@ -251,7 +253,7 @@ def test_non_empty_out_dir_needs_overwrite(tmp_path: Path, tiny_checkpoint: Path
 
 def test_output_below_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    from export.onnx_build import OutputError
+    from export.errors import OutputError
 
     with pytest.raises(OutputError, match="not a directory"):
         check_output(tmp_path / "file" / "out", overwrite=False)
@@ -261,7 +263,7 @@ def test_output_below_a_file_is_refused(tmp_path: Path) -> None:
 
 def test_reduced_precision_needs_eval_data(tmp_path: Path, tiny_checkpoint: Path, cli: Any) -> None:
     code, _, err = cli("--checkpoint", tiny_checkpoint, "--out", tmp_path / "o", "--variant", "int8")
-    assert code == 2 and "need --eval" in err
+    assert code == ExitCode.INPUT and "need --eval" in err
 
 
 def test_calibration_on_the_outfox_test_half_is_refused(
@@ -272,13 +274,14 @@ def test_calibration_on_the_outfox_test_half_is_refused(
         "--checkpoint", tiny_checkpoint, "--out", tmp_path / "o", "--variant", "int8", "--int8", "static_qdq",
         "--calibration", calib, "--eval", eval_file,
     )  # fmt: skip
-    assert code == 2 and "held-out OUTFOX test half" in err
+    assert code == ExitCode.INPUT and "held-out OUTFOX test half" in err
     assert not (tmp_path / "o").exists()
 
 
 def test_calibration_leaves_out_validation_groups(tiny_checkpoint: Path, tmp_path: Path, jsonl: Any) -> None:
-    from export.data import in_validation
-    from export.onnx_build import BuildConfig, calibration_feeds
+    from export.data.records import in_validation
+    from export.onnx.build import calibration_feeds
+    from export.onnx.recipe import BuildConfig
 
     rows = [{"text": f"training text number {i}", "label": i % 2, "group": f"g{i}"} for i in range(300)]
     path = jsonl(tmp_path / "calib.jsonl", rows)
@@ -293,16 +296,18 @@ def test_calibration_leaves_out_validation_groups(tiny_checkpoint: Path, tmp_pat
 
 
 def test_threshold_rule() -> None:
-    assert resolve_threshold({"threshold": 0.37, "threshold_rule": "equal error rate"}, 0.9) == (
+    assert resolve_threshold(
+        TrainingRecord.from_dict({"threshold": 0.37, "threshold_rule": "equal error rate"}), 0.9
+    ) == (
         0.37,
         "equal error rate (training.json)",
     )
     assert resolve_threshold(None, 0.8) == (0.8, "given on the command line (--threshold)")
-    assert resolve_threshold({"seed": 1}, None)[0] == 0.5
+    assert resolve_threshold(TrainingRecord.from_dict({"seed": 1}), None)[0] == 0.5
 
 
 def test_quantize_embeddings_applies_to_every_int8_setting(tmp_path: Path) -> None:
-    from export.to_onnx import build_parser, config_from_args
+    from export.onnx.__main__ import build_parser, config_from_args
 
     argv = ["--checkpoint", str(tmp_path), "--out", str(tmp_path / "out"), "--max-length", "64"]
     plain = config_from_args(build_parser().parse_args(argv))
@@ -351,7 +356,7 @@ def test_parity_set_spans_lengths(tiny_checkpoint: Path, tiny_bert_checkpoint: P
 
 
 def test_eval_subsets(tmp_path: Path, jsonl: Any) -> None:
-    from export.data import in_validation
+    from export.data.records import in_validation
 
     rows = [{"text": f"text {i}", "label": i % 2, "group": f"g{i}"} for i in range(200)]
     rows += [
@@ -360,7 +365,7 @@ def test_eval_subsets(tmp_path: Path, jsonl: Any) -> None:
     ]
     path = jsonl(tmp_path / "d.jsonl", rows)
     training = {"config": {"val_fraction": 0.25, "split_salt": "s"}}
-    val = load_eval_set(f"{path}@validation", training=training)
+    val = load_eval_set(f"{path}@validation", training=TrainingRecord.from_dict(training))
     assert val.name == "d_validation"
     assert list(val.texts) == [r["text"] for r in rows[:200] if in_validation(r["group"], 0.25, "s")]
     test = load_eval_set(f"essays={path}@test")
@@ -400,4 +405,4 @@ def test_onnx_eval_command_reproduces_the_recorded_metrics(
     recorded = json.loads((built["out"] / "int8" / "aidetect.json").read_text())["metrics"]["heldout"]
     assert printed["roc_auc"] == pytest.approx(recorded["roc_auc"], abs=1e-9)
     assert printed["accuracy"] == pytest.approx(recorded["accuracy"])
-    assert main(["--bundle", str(built["out"]), "--eval", "missing.jsonl"]) == 2
+    assert main(["--bundle", str(built["out"]), "--eval", "missing.jsonl"]) == ExitCode.INPUT

@@ -10,8 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.data import sha256_file  # noqa: E402
-from export.train import TrainConfig, config_from_args, train  # noqa: E402
+from export.data.records import sha256_file  # noqa: E402
+from export.train.__main__ import config_from_args  # noqa: E402
+from export.train.config import TrainConfig  # noqa: E402
+from export.train.loop import train  # noqa: E402
 
 MARKERS = " Furthermore, it is important to note the intricate tapestry."
 
@@ -49,8 +51,8 @@ def _config(base: Path, data: Path, out: Path, **kw) -> TrainConfig:
 def _mean_loss(checkpoint: Path, data: Path) -> tuple[float, np.ndarray]:
     from transformers import AutoModelForSequenceClassification
 
-    from export.data import load_records
-    from export.train import collate, load_tokenizer
+    from export.data.records import load_records
+    from export.train.batches import collate, load_tokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
     tok = load_tokenizer(checkpoint / "tokenizer.json", 64)

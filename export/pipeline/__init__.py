@@ -1,0 +1,1 @@
+"""The pipeline: every stage of a TOML recipe, from the data to the shipped bundle (``python -m export.pipeline``)."""

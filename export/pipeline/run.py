@@ -1,0 +1,165 @@
+"""The pipeline's stages, called in order with frozen configurations (see :mod:`export.pipeline.config`).
+
+Stages whose output already exists are reused with ``resume`` (a stage's output counts as existing only once
+it is complete: training writes ``training.json`` last, pruning ``pruning.json``, export the bundles). The
+shipped bundle's ``aidetect.json`` records the configuration file, its sha256 and the command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from export.data.records import sha256_file, use_data_dir
+from export.files import replace_dir
+from export.pipeline.config import PipelineConfig
+from export.progress import LogProgress, Progress
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("train", "prune", "export")
+
+
+def to_argv(options: Mapping[str, Any]) -> list[str]:
+    """Turn ``{"batch_size": 16, "distill": True, "variant": ["fp32", "int8"]}`` into command-line arguments.
+
+    The pipeline logs each stage as the command that would run it alone.
+    """
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list | tuple):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _train(config: PipelineConfig, resume: bool, progress: Progress) -> Path:
+    from export.train.config import config_from_values
+    from export.train.loop import train
+
+    checkpoint: Path | None = None
+    for n, stage in enumerate(config.train, start=1):
+        options = dict(stage)
+        if "base" not in options:
+            options["base"] = str(checkpoint)
+        options.setdefault("out", str(config.work_dir / f"train-{n}"))
+        out = Path(options["out"])
+        if resume and (out / "training.json").is_file():
+            logger.info("train-%d: reusing %s", n, out)
+        else:
+            logger.info("train-%d: python -m export.train %s", n, " ".join(to_argv(options)))
+            train(config_from_values(options), progress=progress)
+        checkpoint = out
+        # Folded after every stage, so a later stage trains on the tokenizer that ships.
+        if config.fold_confusables:
+            from export.train.normalize import fold_checkpoint
+
+            if fold_checkpoint(checkpoint):
+                logger.info("normalize: %s folds look-alike letters now", checkpoint)
+    assert checkpoint is not None  # PipelineConfig has at least one [[train]] stage
+    return checkpoint
+
+
+def _prune(config: PipelineConfig, checkpoint: Path, resume: bool, progress: Progress) -> Path:
+    from export.prune.config import job_from_options
+    from export.prune.job import prune_checkpoint
+
+    options = {k: v for k, v in (config.prune or {}).items() if k != "out"}
+    pruned = Path((config.prune or {}).get("out", config.work_dir / "pruned"))
+    if resume and (pruned / "pruning.json").is_file():
+        logger.info("prune: reusing %s", pruned)
+        return pruned
+    job = job_from_options(checkpoint, pruned, {**options, "overwrite": True})
+    logger.info(
+        "prune: python -m export.prune --checkpoint %s --out %s %s", checkpoint, pruned, " ".join(to_argv(options))
+    )
+    return prune_checkpoint(job, progress=progress)
+
+
+def _export(config: PipelineConfig, checkpoint: Path, resume: bool, progress: Progress) -> Path:
+    from export.onnx.build import build_bundles
+    from export.onnx.recipe import build_config
+
+    bundles = config.work_dir / "bundles"
+    if resume and (bundles / config.variant / "aidetect.json").is_file():
+        logger.info("export: reusing %s", bundles)
+        return bundles
+    options = dict(config.export)
+    options.setdefault("name", config.name)
+    logger.info(
+        "export: python -m export.to_onnx --checkpoint %s --out %s %s", checkpoint, bundles, " ".join(to_argv(options))
+    )
+    build_bundles(build_config(checkpoint, bundles, {**options, "overwrite": True}), progress=progress)
+    return bundles
+
+
+def run_pipeline(
+    config: PipelineConfig, *, resume: bool = False, until: str | None = None, progress: Progress | None = None
+) -> Path | None:
+    """Run every stage of ``config``; return the shipped bundle directory (``None`` when stopped early).
+
+    Args:
+        config: The stages and their options.
+        resume: Reuse stages whose complete output exists.
+        until: Stop after this stage (one of :data:`STAGES`).
+        progress: Told of every stage's progress.
+
+    Raises:
+        export.errors.ExportError: A stage failed (the error of that stage); nothing is shipped.
+    """
+    progress = progress or LogProgress()
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    if config.data_dir is not None:
+        use_data_dir(config.data_dir)
+    checkpoint = _train(config, resume, progress)
+    if until == "train":
+        return None
+    if config.prune is not None:
+        checkpoint = _prune(config, checkpoint, resume, progress)
+    if until == "prune":
+        return None
+    bundles = _export(config, checkpoint, resume, progress)
+    if until == "export":
+        return None
+    if config.calibrate is not None:
+        from export.calibrate.fit import CalibrateConfig, calibrate_bundle
+
+        options = dict(config.calibrate)
+        options["data"] = tuple(options["data"])
+        decision = (json.loads((bundles / config.variant / "aidetect.json").read_text(encoding="utf-8"))).get(
+            "decision"
+        )
+        if not (resume and decision):
+            calibrate_bundle(CalibrateConfig(bundle=str(bundles / config.variant), **options))
+    return ship(bundles / config.variant, config.out, config.path)
+
+
+def ship(bundle: Path, out: Path, config_path: Path) -> Path:
+    """Copy a verified bundle to ``out`` (atomically) and record how to reproduce it in its ``aidetect.json``."""
+    from aidetect_infer.bundle import load_bundle
+
+    staging = out.with_name(out.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(bundle, staging)
+    meta_path = staging / "aidetect.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["reproduce"] = {
+        "command": f"python -m export.pipeline --config {config_path.as_posix()}",
+        "config": config_path.as_posix(),
+        "config_sha256": sha256_file(config_path),
+    }
+    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    load_bundle(staging)  # still a valid bundle: checksums cover the model and the tokenizer, not the metadata
+    replace_dir(staging, out)
+    logger.info("shipped %s -> %s", bundle, out)
+    return out

@@ -1,0 +1,71 @@
+"""The one build function: the pruning sweep, the benchmarks and the shipped build make the same graphs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from export.errors import ExitCode  # noqa: E402
+from export.onnx.build import build_bundles, derive_fp16  # noqa: E402
+from export.onnx.recipe import build_config  # noqa: E402
+from export.pipeline.config import read_pipeline_config  # noqa: E402
+from export.prune.sweep import int8_bundle  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def op_histogram(bundle: Path) -> Counter[str]:
+    """How many nodes of each operator type the bundle's graph has."""
+    import onnx
+
+    return Counter(node.op_type for node in onnx.load(str(bundle / "model.onnx")).graph.node)
+
+
+def test_the_sweep_builds_the_shipped_graph(
+    tiny_checkpoint: Path, separable_eval: tuple[Path, float], sample_texts: list[str], tmp_path: Path
+) -> None:
+    eval_path, threshold = separable_eval
+    # the shipped model's recipe, at the tiny model's window
+    recipe = {**read_pipeline_config(REPO / "configs" / "default.toml").export, "max_length": 64, "threads": 1}
+    recipe.pop("eval")  # the shipped model's evaluation sets; the tiny model is gated on its own (as in conftest)
+    texts = sorted(sample_texts, key=len, reverse=True)[:8]
+    swept = int8_bundle(tiny_checkpoint, tmp_path / "sweep" / "int8", texts=texts, name="tiny", recipe=recipe)
+    shipped_cfg = build_config(
+        tiny_checkpoint, tmp_path / "shipped",
+        {**recipe, "eval": (f"{eval_path}",), "threshold": threshold, "bench_texts": 0, "parity_texts": texts,
+         "gate_auc_drop": 0.05, "gate_agreement": 0.9},
+    )  # fmt: skip
+    build_bundles(shipped_cfg)
+    shipped = op_histogram(tmp_path / "shipped" / "int8")
+    assert op_histogram(swept) == shipped
+    # the shipped recipe's rewrites are in both: LayerNorm as plain operators, int8 embedding tables
+    assert "LayerNormalization" not in shipped and "SkipLayerNormalization" not in shipped
+    assert shipped["DynamicQuantizeMatMul"] + shipped["MatMulInteger"] + shipped["QAttention"] > 0
+    assert shipped["DequantizeLinear"] > 0
+
+
+def test_without_a_gate_nothing_needs_evaluation_data(
+    tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path
+) -> None:
+    options = {"variant": ("fp32", "int8"), "max_length": 64, "gate": False, "bench_texts": 0, "threads": 1,
+               "parity_texts": tuple(sample_texts[:8])}  # fmt: skip
+    reports = build_bundles(build_config(tiny_checkpoint, tmp_path / "bundles", options))
+    assert [r.variant for r in reports] == ["fp32", "int8"]
+    fp16 = derive_fp16(tmp_path / "bundles" / "fp32", tmp_path / "fp16")
+    from aidetect_infer.bundle import read_metadata
+
+    assert read_metadata(fp16).precision == "fp16"
+    assert op_histogram(fp16)["Cast"] > 0
+
+
+def test_the_factory_exit_codes_are_the_runtime_s() -> None:
+    from aidetect_infer.errors import ExitCode as RuntimeExitCode
+
+    shared = {c.name for c in ExitCode} & {c.name for c in RuntimeExitCode}
+    assert shared >= {"OK", "FAILED", "BUNDLE", "INPUT", "INTERRUPTED"}
+    assert all(ExitCode[name] == RuntimeExitCode[name] for name in shared)
+    assert all(c >= 10 for c in ExitCode if c.name not in shared and c != ExitCode.INTERRUPTED)
