@@ -10,8 +10,8 @@
 #
 # The wheels (this project and its [serve] extra) are built here, on the host, by pip into docker/wheels/, so
 # the container needs no package index: it installs them with pip install --no-index. $PYTHON (default python3)
-# is the interpreter whose pip builds them; $DEBIAN_MIRROR (default http://deb.debian.org/debian) is where
-# debootstrap fetches the base's packages.
+# is the interpreter whose pip builds them; $DEBIAN_MIRROR (default http://deb.debian.org/debian) and
+# $DEBIAN_SECURITY_MIRROR (default http://deb.debian.org/debian-security) are where the base's packages come from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,25 +37,22 @@ say() { printf 'docker/build.sh: %s\n' "$*" >&2; }
 # registry. Documentation, translations and package lists are left out, as the slim images do.
 make_base() {
   command -v debootstrap >/dev/null || { say "debootstrap is missing: apt-get install debootstrap"; exit 1; }
-  local rootfs
+  local rootfs mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+  local security=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
   rootfs=$(mktemp -d /tmp/aidetect-rootfs.XXXXXX)
   # --one-file-system: never descend into a /proc, /sys or /dev that a failed debootstrap left mounted
-  trap '$sudo umount -R -l "'"$rootfs"'"/{proc,sys,dev} 2>/dev/null || true; $sudo rm -rf --one-file-system "'"$rootfs"'"' EXIT
+  trap '$sudo umount -R -l "'"$rootfs"'"/{proc,sys,dev} 2>/dev/null || true
+        $sudo rm -rf --one-file-system "'"$rootfs"'"' EXIT
   say "making $DEFAULT_BASE with debootstrap (a few minutes)"
-  $sudo debootstrap --variant=minbase --include=python3,python3-venv bookworm "$rootfs" \
-    "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$rootfs.log" 2>&1 || {
+  $sudo debootstrap --variant=minbase --include=python3,python3-venv bookworm "$rootfs" "$mirror" \
+    >"$rootfs.log" 2>&1 || {
     tail -20 "$rootfs.log" >&2
     say "debootstrap failed (log: $rootfs.log)"
     exit 1
   }
   rm -f "$rootfs.log"
-  $sudo chroot "$rootfs" apt-get clean
-  $sudo rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/* "$rootfs"/var/log/* "$rootfs"/tmp/* \
-    "$rootfs"/usr/share/{man,info,locale,lintian}/* "$rootfs"/etc/resolv.conf "$rootfs"/etc/hostname
-  $sudo find "$rootfs"/usr/share/doc -type f ! -name copyright -delete
-  $sudo find "$rootfs"/usr/share/doc -type d -empty -delete
   $sudo tee "$rootfs"/etc/dpkg/dpkg.cfg.d/slim >/dev/null <<'CFG'
-# packages installed later leave out what the base image left out
+# packages installed later leave out what the base image leaves out
 path-exclude /usr/share/doc/*
 path-include /usr/share/doc/*/copyright
 path-exclude /usr/share/man/*
@@ -63,6 +60,16 @@ path-exclude /usr/share/info/*
 path-exclude /usr/share/locale/*
 path-exclude /usr/share/lintian/*
 CFG
+  # debootstrap installs the release as it was published; the security archive and the point-release updates
+  # bring it up to date (and stay in sources.list for images built on this one)
+  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \
+    "$mirror" "$mirror" "$security" | $sudo tee "$rootfs"/etc/apt/sources.list >/dev/null
+  $sudo chroot "$rootfs" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -qq' >/dev/null
+  $sudo chroot "$rootfs" apt-get clean
+  $sudo rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/* "$rootfs"/var/log/* "$rootfs"/tmp/* \
+    "$rootfs"/usr/share/{man,info,locale,lintian}/* "$rootfs"/etc/resolv.conf "$rootfs"/etc/hostname
+  $sudo find "$rootfs"/usr/share/doc -type f ! -name copyright -delete
+  $sudo find "$rootfs"/usr/share/doc -type d -empty -delete
   $sudo tar --numeric-owner -C "$rootfs" -c . |
     docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$DEFAULT_BASE" >/dev/null
 }
@@ -97,7 +104,8 @@ own=$(ls docker/wheels/aidetect_infer-*.whl)
 version=$(basename "$own" | cut -d- -f2)
 
 say "building $name:$version on $base"
-docker build --build-arg "BASE=$base" --build-arg "VERSION=$version" -t "$name:$version" -t "$name:latest" -f docker/Dockerfile docker >&2
+docker build --build-arg "BASE=$base" --build-arg "VERSION=$version" -t "$name:$version" -t "$name:latest" \
+  -f docker/Dockerfile docker >&2
 size=$(docker image inspect --format '{{.Size}}' "$name:$version")
 say "built $name:$version and $name:latest ($((size / 1000000)) MB)"
 echo "$name:$version"
