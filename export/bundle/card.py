@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from export.train.record import TrainingRecord
+
 CARD_METRICS = ("n", "roc_auc", "accuracy", "f1", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr")
 GATE_FIGURES = ("n", "auc_reference", "auc_candidate", "auc_drop", "agreement", "max_prob_diff")
 
@@ -60,21 +62,21 @@ def _training_section(training: Mapping[str, Any] | None, threshold: float, rule
     if not training:
         lines.append("No `training.json` came with the checkpoint: the training data is not recorded.")
     else:
-        data = training.get("data") or []
+        record = TrainingRecord.from_dict(training)
+        data = record.data if isinstance(record.data, tuple | list) else ()
         rows = [(d.get("file") or d.get("path"), d.get("sha256", "")[:16]) for d in data if isinstance(d, Mapping)]
         if rows:
             lines += _table(("file", "sha256 (first 16)"), rows) + [""]
-        source = training.get("source")
-        before = source.get("training") if isinstance(source, Mapping) else None
-        counts = training.get("counts")
+        before = record.source.get("training") if isinstance(record.source, Mapping) else None
+        counts = record.counts
         if isinstance(before, Mapping) and isinstance(before.get("counts"), Mapping):
             lines.append("Fine-tuning texts: " + ", ".join(f"{k} {v}" for k, v in before["counts"].items()) + ".")
-            if isinstance(counts, Mapping):
+            if isinstance(counts, Mapping) and counts:
                 lines.append("Recovery after pruning: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
-        elif isinstance(counts, Mapping):
+        elif isinstance(counts, Mapping) and counts:
             lines.append("Texts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
-        if "seed" in training:
-            lines.append(f"Seed: {training['seed']}.")
+        if record.seed is not None:
+            lines.append(f"Seed: {record.seed}.")
         lines.append("Splits are by source document (`group`); the OUTFOX `test` half is never trained or tuned on.")
     lines += ["", f"Decision threshold: {threshold:.4f} ({rule}).", ""]
     return lines

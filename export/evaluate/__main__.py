@@ -44,7 +44,10 @@ def _split_choice(value: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m export.evaluate``; returns the exit status (see :mod:`export.errors`)."""
-    p = argparse.ArgumentParser(prog="python -m export.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m export.evaluate",
+        description="Evaluate a PyTorch checkpoint or an ONNX bundle on named held-out sets.",
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", help="a checkpoint directory written by export.train")
     what.add_argument("--bundle", help="an ONNX model bundle (or a parent of variant bundles)")
@@ -91,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_bundle(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m export.onnx_eval``: metrics of one bundle on evaluation sets (exit status as above)."""
-    parser = argparse.ArgumentParser(prog="python -m export.onnx_eval", description=main_bundle.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m export.onnx_eval", description="Metrics of one bundle on evaluation sets."
+    )
     parser.add_argument("--bundle", required=True, help="bundle directory (or a parent of variant bundles)")
     parser.add_argument("--eval", required=True, nargs="+", metavar="SPEC", help="[NAME=]PATH[@SUBSET]")
     parser.add_argument("--limit", type=int, default=None, help="at most this many texts per set")

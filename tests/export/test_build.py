@@ -69,3 +69,16 @@ def test_the_factory_exit_codes_are_the_runtime_s() -> None:
     assert shared >= {"OK", "FAILED", "BUNDLE", "INPUT", "INTERRUPTED"}
     assert all(ExitCode[name] == RuntimeExitCode[name] for name in shared)
     assert all(c >= 10 for c in ExitCode if c.name not in shared and c != ExitCode.INTERRUPTED)
+
+
+def test_the_package_exports_resolve_and_import_torch_only_on_use() -> None:
+    import subprocess
+    import sys
+
+    import export
+
+    assert all(getattr(export, name) is not None for name in export.__all__)
+    light = "import export, export.data, export.train.config, export.prune.config, export.pipeline.config, sys; "
+    probe = light + "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
