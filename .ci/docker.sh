@@ -54,7 +54,7 @@ fi
 started=$SECONDS
 image=$(bash docker/build.sh --name "$name")
 size=$(docker image inspect --format '{{.Size}}' "$image")
-echo "docker: built $image in $((SECONDS - started)) s, $((size / 1000000)) MB"
+echo "docker: built $image in $((SECONDS - started)) s, $(((size + 500000) / 1000000)) MB"
 
 step "tests/container against $image"
 AIDETECT_DOCKER_IMAGE=$image python -m pytest -q -m slow tests/container

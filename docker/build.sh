@@ -107,5 +107,5 @@ say "building $name:$version on $base"
 docker build --build-arg "BASE=$base" --build-arg "VERSION=$version" -t "$name:$version" -t "$name:latest" \
   -f docker/Dockerfile docker >&2
 size=$(docker image inspect --format '{{.Size}}' "$name:$version")
-say "built $name:$version and $name:latest ($((size / 1000000)) MB)"
+say "built $name:$version and $name:latest ($(((size + 500000) / 1000000)) MB)"
 echo "$name:$version"
