@@ -46,6 +46,7 @@ def to_argv(options: Mapping[str, Any]) -> list[str]:
 def _train(config: PipelineConfig, resume: bool, progress: Progress) -> Path:
     from export.train.config import config_from_values
     from export.train.loop import train
+    from export.train.record import TRAINING_FILE
 
     checkpoint: Path | None = None
     for n, stage in enumerate(config.train, start=1):
@@ -54,7 +55,7 @@ def _train(config: PipelineConfig, resume: bool, progress: Progress) -> Path:
             options["base"] = str(checkpoint)
         options.setdefault("out", str(config.work_dir / f"train-{n}"))
         out = Path(options["out"])
-        if resume and (out / "training.json").is_file():
+        if resume and (out / TRAINING_FILE).is_file():
             logger.info("train-%d: reusing %s", n, out)
         else:
             logger.info("train-%d: python -m export.train %s", n, " ".join(to_argv(options)))
