@@ -12,13 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,15 +159,9 @@ def detect(container: Container, texts: list[str]) -> list[dict[str, Any]]:
 
 
 def in_background(function: Any, *args: Any) -> Future[Any]:
-    future: Future[Any] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(function(*args))
-        except BaseException as exc:  # noqa: B036 - handed to the test through the future
-            future.set_exception(exc)
-
-    threading.Thread(target=run, daemon=True).start()
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(function, *args)
+    pool.shutdown(wait=False)
     return future
 
 
