@@ -51,6 +51,10 @@ class InvalidValueError(AidetectError, ValueError):
     """An argument has the right type but a value outside what is allowed (``batch_size=0``)."""
 
 
+class MissingExtraError(AidetectError, ImportError):
+    """An optional dependency (the ``[serve]`` or ``[ray]`` extra) is not installed; the message names the extra."""
+
+
 class UsageError(InvalidValueError):
     """Bad command-line arguments (a command's options out of range, or two that exclude each other)."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aidetect_infer.errors import AidetectError
+from aidetect_infer.errors import AidetectError, MissingExtraError
+
+__all__ = ["MissingExtraError", "QueueFullError", "SERVE_EXTRA_HINT", "ServiceClosedError", "ServiceError"]
 
 SERVE_EXTRA_HINT = "install the service's dependencies with `pip install 'aidetect-infer[serve]'`"
 
@@ -27,7 +29,3 @@ class QueueFullError(ServiceError, RuntimeError):
 
 class ServiceClosedError(ServiceError, RuntimeError):
     """The batcher is shutting down (or has not started) and takes no new work."""
-
-
-class MissingExtraError(ServiceError, ImportError):
-    """A dependency of the ``[serve]`` extra (FastAPI, uvicorn) is not installed."""
