@@ -19,6 +19,7 @@ from aidetect_infer.errors import (
     ProviderUnavailableError,
     UnsupportedFormatError,
 )
+from aidetect_infer.segments import Explanation, Segment
 
 __version__ = "0.1.0"
 
@@ -28,11 +29,13 @@ __all__ = [
     "BundleMetadata",
     "ChecksumMismatchError",
     "Detector",
+    "Explanation",
     "InvalidInputError",
     "InvalidValueError",
     "ModelFilesMissingError",
     "Prediction",
     "ProviderUnavailableError",
+    "Segment",
     "UnsupportedFormatError",
     "__version__",
     "errors",

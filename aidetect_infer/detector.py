@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -16,34 +15,26 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
-from aidetect_infer.bundle import MIN_MAX_LENGTH, BundleMetadata, load_bundle
+from aidetect_infer.bundle import MIN_MAX_LENGTH, BundleMetadata
 from aidetect_infer.decision import DecisionPolicy
-from aidetect_infer.errors import (
-    GET_MODEL_HINT,
-    REBUILD_HINT,
-    BundleError,
-    InvalidInputError,
-    InvalidValueError,
-    ModelFilesMissingError,
-)
+from aidetect_infer.errors import InvalidInputError, InvalidValueError
 from aidetect_infer.gpu import GpuOptions
-from aidetect_infer.session import (
-    GPU_PROVIDERS,
-    GraphSpec,
-    create_session,
-    resolve_providers,
-    run_logits,
-    validate_graph,
+from aidetect_infer.loading import (
+    DEFAULT_MODEL_DIR,
+    MODEL_ENV,
+    checked_logits,
+    default_model_path,
+    existing_default,
+    intra_op_threads,
+    load_parts,
+    probe,
 )
-from aidetect_infer.tokenization import TextEncoder, load_tokenizer
+from aidetect_infer.segments import MAX_SEGMENT_TOKENS, MIN_SEGMENT_TOKENS, Explanation, Segment, segment_spans
+from aidetect_infer.session import run_logits, validate_graph
+from aidetect_infer.tokenization import TextEncoder
 
-logger = logging.getLogger(__name__)
+__all__ = ["DEFAULT_MODEL_DIR", "MODEL_ENV", "Detector", "Explanation", "Prediction", "Segment", "default_model_path"]
 
-MODEL_ENV = "AIDETECT_MODEL"
-_PACKAGED_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # inside an installed wheel
-_CHECKOUT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"  # a checkout, editable install
-DEFAULT_MODEL_DIR = _PACKAGED_MODEL_DIR if (_PACKAGED_MODEL_DIR / "aidetect.json").is_file() else _CHECKOUT_MODEL_DIR
-"""The default bundle: carried as package data by the wheel, ``models/default`` in a checkout."""
 _MIN_TEXTS_PER_CHUNK = 256
 
 
@@ -67,21 +58,6 @@ class Prediction:
     threshold: float
     windows: int
     tokens: int = 0
-
-
-def _existing_default() -> Path:
-    """:func:`default_model_path`, or a :class:`ModelFilesMissingError` saying where it looked."""
-    path = default_model_path()
-    if not path.exists():
-        origin = f"${MODEL_ENV}" if os.environ.get(MODEL_ENV, "").strip() else "the default location"
-        raise ModelFilesMissingError(f"{path}: no model bundle at {origin}; {GET_MODEL_HINT}")
-    return path
-
-
-def default_model_path() -> Path:
-    """The bundle ``Detector()`` loads: ``$AIDETECT_MODEL`` if set, else :data:`DEFAULT_MODEL_DIR`."""
-    env = os.environ.get(MODEL_ENV, "").strip()
-    return Path(env).expanduser() if env else DEFAULT_MODEL_DIR
 
 
 def _softmax_ai(logits: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -180,8 +156,8 @@ class Detector:
         parallel_session: ort.InferenceSession | None = None,
     ) -> None:
         if session is None and tokenizer is None and metadata is None:
-            session, tokenizer, metadata, parallel_session = _load_parts(
-                _existing_default(), provider="auto", threads=None, variant=None, batch_invariant=batch_invariant
+            session, tokenizer, metadata, parallel_session = load_parts(
+                existing_default(), provider="auto", threads=None, variant=None, batch_invariant=batch_invariant
             )
         if session is None or tokenizer is None or metadata is None:
             raise InvalidInputError("pass session, tokenizer and metadata together, or none of them")
@@ -203,7 +179,7 @@ class Detector:
             raise InvalidInputError(f"batch_invariant must be True or False, got {type(batch_invariant).__name__}")
         self._batch_size = batch_size
         self._one_per_call = batch_invariant and metadata.batch_dependent
-        self._callers = _intra_op_threads(session) if self._one_per_call else 1
+        self._callers = intra_op_threads(session) if self._one_per_call else 1
         self._parallel = parallel_session if self._one_per_call and self._callers > 1 else None
         if self._parallel is not None:
             if validate_graph(self._parallel, io_binding=io_binding) != self._graph:
@@ -212,7 +188,7 @@ class Detector:
         self._policy = DecisionPolicy.from_metadata(
             metadata.threshold, metadata.optional, max_false_positive_rate=max_false_positive_rate
         )
-        _probe(session, self._graph, self._encoder, tokenizer, self._metadata)
+        probe(session, self._graph, self._encoder, tokenizer, self._metadata)
 
     @classmethod
     def from_pretrained(
@@ -260,8 +236,8 @@ class Detector:
             ProviderUnavailableError: The requested provider is not available or did not load.
             InvalidValueError: ``provider``, ``threads``, ``batch_size`` or ``max_length`` out of range.
         """
-        bundle_path = _existing_default() if path is None else Path(path)
-        session, tokenizer, metadata, parallel = _load_parts(
+        bundle_path = existing_default() if path is None else Path(path)
+        session, tokenizer, metadata, parallel = load_parts(
             bundle_path, provider=provider, threads=threads, variant=variant, gpu_options=gpu_options,
             batch_invariant=batch_invariant,
         )  # fmt: skip
@@ -352,6 +328,48 @@ class Detector:
         items, _ = _as_texts(texts)
         return self._score(items)[0].astype(np.float32)
 
+    def explain(
+        self, text: str, *, min_tokens: int = MIN_SEGMENT_TOKENS, max_tokens: int = MAX_SEGMENT_TOKENS
+    ) -> Explanation:
+        """Score a text and each of its segments: which part of it looks generated.
+
+        The text is cut into sentence-aligned segments of about ``min_tokens`` to ``max_tokens`` tokens that
+        tile it (see :mod:`aidetect_infer.segments`); the document and every segment are scored in one call,
+        each exactly as :meth:`predict` scores it alone.
+
+        Args:
+            text: The text.
+            min_tokens: A segment takes more sentences until it holds this many tokens.
+            max_tokens: A segment takes no sentence that would carry it past this many.
+
+        Returns:
+            The document's verdict and its segments (none for the empty string; one for a whitespace-only text).
+
+        Raises:
+            InvalidInputError: ``text`` is not a string.
+            InvalidValueError: ``min_tokens``/``max_tokens`` not positive integers, or ``min_tokens > max_tokens``.
+        """
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text must be str, got {type(text).__name__}")
+
+        def count(pieces: list[str]) -> list[int]:
+            return [len(ids) for ids in self._encoder.encode(pieces)]
+
+        spans = segment_spans(text, count, min_tokens=min_tokens, max_tokens=max_tokens)
+        document, *parts = self.predict([text, *(text[a:b] for a, b in spans)])
+        segments = tuple(
+            Segment(start=a, end=b, text=text[a:b], score=p.score, label=p.label, tokens=p.tokens)
+            for (a, b), p in zip(spans, parts, strict=True)
+        )
+        return Explanation(
+            label=document.label,
+            score=document.score,
+            threshold=document.threshold,
+            windows=document.windows,
+            tokens=document.tokens,
+            segments=segments,
+        )
+
     def _score(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
         """Scores (float64), window counts and content-token counts of ``texts``, in chunks to bound memory."""
         scores = np.empty(len(texts), dtype=np.float64)
@@ -366,7 +384,7 @@ class Detector:
     def _logits(self, rows: list[NDArray[np.int64]], session: ort.InferenceSession) -> NDArray[np.float64]:
         """Logits of one batch of windows (content ids), framed and padded."""
         input_ids, attention_mask = self._encoder.pad_batch(rows)
-        return _checked(run_logits(session, self._graph, input_ids, attention_mask), len(rows))
+        return checked_logits(run_logits(session, self._graph, input_ids, attention_mask), len(rows))
 
     def _score_chunk(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
         owners: list[int] = []
@@ -396,89 +414,3 @@ class Detector:
         total = np.bincount(owner, weights=weight, minlength=len(texts))
         scores = np.bincount(owner, weights=weight * p_ai, minlength=len(texts)) / total
         return scores, np.bincount(owner, minlength=len(texts)), lengths
-
-
-def _intra_op_threads(session: ort.InferenceSession) -> int:
-    """The session's intra-op thread count (0, ONNX Runtime's default, means one per usable core), at most 8."""
-    threads = int(session.get_session_options().intra_op_num_threads)
-    if threads <= 0:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(threads, 8))
-
-
-def _checked(logits: NDArray[np.float64], rows: int) -> NDArray[np.float64]:
-    """``logits`` if finite and ``(rows, 2)`` (a symbolic class axis passes the static check), else a BundleError."""
-    if logits.shape != (rows, 2):
-        raise BundleError(
-            f"model.onnx returned logits of shape {logits.shape} for {rows} windows, not [batch, 2]; {REBUILD_HINT}"
-        )
-    if not np.isfinite(logits).all():
-        raise BundleError(
-            "model.onnx returned non-finite logits (NaN or infinity): the model is damaged or numerically "
-            f"unstable; {REBUILD_HINT}"
-        )
-    return logits
-
-
-def _probe(
-    session: ort.InferenceSession,
-    graph: GraphSpec,
-    encoder: TextEncoder,
-    tokenizer: Tokenizer,
-    metadata: BundleMetadata,
-) -> None:
-    """Run the graph once, at load, on the tokenizer's highest token id and on an empty text.
-
-    A tokenizer larger than the model's embedding table fails only on texts with the extra tokens, deep in
-    ONNX Runtime; a class axis not 2 wide or NaN weights give wrong scores silently: all are refused here. On
-    a GPU only the recorded vocabulary size is compared (a run would cost a warm-up or a TensorRT engine
-    build at load); bad logits are still refused batch by batch.
-    """
-    top = max(tokenizer.get_vocab(with_added_tokens=True).values())
-    declared = metadata.architecture.get("vocab_size")
-    if isinstance(declared, int) and top >= declared:
-        raise BundleError(
-            f"tokenizer.json has {top + 1} tokens, but the model's embedding table (architecture.vocab_size) has "
-            f"{declared}: it is not the tokenizer the model was trained with; {REBUILD_HINT}"
-        )
-    if GPU_PROVIDERS.intersection(session.get_providers()):
-        return
-    input_ids, attention_mask = encoder.pad_batch([np.asarray([top], dtype=np.int64), np.zeros(0, dtype=np.int64)])
-    try:
-        logits = run_logits(session, graph, input_ids, attention_mask)
-    except Exception as exc:  # onnxruntime raises its own types (InvalidArgument, Fail, ...)
-        raise BundleError(
-            f"model.onnx fails on a probe batch holding the tokenizer's highest token id {top} ({exc}); is "
-            f"tokenizer.json the tokenizer the model was trained with? {REBUILD_HINT}"
-        ) from exc
-    _checked(logits, 2)
-
-
-def _load_parts(
-    path: Path,
-    *,
-    provider: str,
-    threads: int | None,
-    variant: str | None,
-    gpu_options: GpuOptions | None = None,
-    batch_invariant: bool = True,
-) -> tuple[ort.InferenceSession, Tokenizer, BundleMetadata, ort.InferenceSession | None]:
-    """Load and verify a bundle and open its session (and, for a batch-dependent graph on a CPU with several
-    threads, the one-thread session its one-window calls share; see ``Detector(parallel_session=...)``)."""
-    gpu = resolve_providers(provider, ort.get_available_providers(), gpu_options)[0][0] in GPU_PROVIDERS
-    bundle = load_bundle(path, variant=variant, gpu=gpu)
-    session = create_session(bundle.model_path, provider=provider, threads=threads, gpu_options=gpu_options)
-    if gpu and not GPU_PROVIDERS.intersection(session.get_providers()):
-        # "auto" fell back to the CPU: the variant picked for the GPU may not be the one for the CPU.
-        cpu_bundle = load_bundle(path, variant=variant, gpu=False)
-        if cpu_bundle.path != bundle.path:
-            logger.info("%s: loading the %s variant for the CPU instead", path, cpu_bundle.metadata.precision)
-            bundle = cpu_bundle
-            session = create_session(bundle.model_path, provider="cpu", threads=threads)
-    tokenizer = load_tokenizer(bundle.tokenizer_path)
-    validate_graph(session, str(bundle.model_path))  # names the file; the constructor checks again
-    parallel = None
-    on_cpu = not GPU_PROVIDERS.intersection(session.get_providers())
-    if batch_invariant and bundle.metadata.batch_dependent and on_cpu and _intra_op_threads(session) > 1:
-        parallel = create_session(bundle.model_path, provider="cpu", threads=1)
-    return session, tokenizer, bundle.metadata, parallel

@@ -1,4 +1,5 @@
-"""The FastAPI application: ``POST /v1/detect``, health, readiness, metrics and the OpenAPI schema.
+"""The FastAPI application: ``POST /v1/detect`` and ``/v1/explain``, the web page, health, readiness, metrics
+and the OpenAPI schema.
 
 This module imports FastAPI and pydantic; ``import aidetect_infer`` never loads it.
 """
@@ -6,18 +7,20 @@ This module imports FastAPI and pydantic; ``import aidetect_infer`` never loads 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aidetect_infer import __version__
-from aidetect_infer.detector import Detector, Prediction
+from aidetect_infer.detector import Detector, Explanation, Prediction
 from aidetect_infer.serve.batcher import DynamicBatcher
 from aidetect_infer.serve.config import ServeConfig
 from aidetect_infer.serve.errors import QueueFullError, ServiceClosedError
@@ -27,8 +30,9 @@ from aidetect_infer.serve.middleware import ApiKeyMiddleware, BodyLimitMiddlewar
 logger = logging.getLogger(__name__)
 
 DETECT_PATH = "/v1/detect"
-PATHS = (DETECT_PATH, "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
+EXPLAIN_PATH = "/v1/explain"
 PROBE_PATHS = ("/healthz", "/readyz")  # answered without the API key
+PATHS = (DETECT_PATH, EXPLAIN_PATH, *PROBE_PATHS, "/metrics", "/openapi.json", "/docs")
 WARMUP_TEXTS = ["A short text scored once at start-up, so the first request does not pay for warming up."]
 
 
@@ -68,6 +72,51 @@ class DetectResponse(BaseModel):
     predictions: list[PredictionOut] = Field(description="One per text, in request order.")
 
 
+class ExplainRequest(BaseModel):
+    """The body of ``POST /v1/explain``: one text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str = Field(description="The text to score, as a whole and segment by segment.")
+
+
+class SegmentOut(BaseModel):
+    """One segment of the text and its verdict."""
+
+    start: int = Field(description="Offset of its first character, in Unicode code points (Python string indices).")
+    end: int = Field(description="Offset just past its last character; each segment ends where the next starts.")
+    label: str = Field(description='The verdict on the segment alone ("uncertain" below the minimum length).')
+    score: float = Field(description="P(AI) of the segment scored alone.")
+    tokens: int = Field(description="Content tokens of the segment.")
+
+
+class DecisionOut(BaseModel):
+    """How a score becomes a label in this bundle."""
+
+    threshold: float = Field(description='Scores at or above it are "ai".')
+    human_threshold: float = Field(description='Scores below it are "human"; in between, "uncertain".')
+    false_positive_rate: float | None = Field(
+        description="Share of the validation human texts that scored at or above threshold (null if not recorded)."
+    )
+    min_tokens: int = Field(description='Texts (and segments) with fewer content tokens are "uncertain".')
+
+
+class ExplainResponse(BaseModel):
+    """The answer of ``POST /v1/explain``."""
+
+    model: str = Field(description="The model bundle's name.")
+    variant: str = Field(description="The bundle's precision: fp32, int8 or fp16.")
+    threshold: float = Field(description="The decision threshold.")
+    label: str = Field(description="The document's label, as /v1/detect gives it.")
+    score: float = Field(description="The document's P(AI), as /v1/detect gives it.")
+    windows: int = Field(description="Windows the document was scored in.")
+    tokens: int = Field(description="Content tokens of the document.")
+    decision: DecisionOut = Field(description="The thresholds behind the labels.")
+    segments: list[SegmentOut] = Field(
+        description="Sentence-aligned segments that tile the text in order (none for an empty text)."
+    )
+
+
 class ErrorOut(BaseModel):
     """An error answer."""
 
@@ -93,8 +142,22 @@ class Service:
         self.batcher: DynamicBatcher[Prediction] = DynamicBatcher(
             detector.predict, config, on_batch=self.metrics.batch_done
         )
+        # One document per run (its segments are scored together inside explain), queued apart from /v1/detect.
+        self.explainer: DynamicBatcher[Explanation] = DynamicBatcher(
+            lambda texts: [detector.explain(text) for text in texts],
+            dataclasses.replace(config, batching=False),
+            on_batch=lambda texts, _: self.metrics.explained.inc(texts),
+        )
         meta = detector.metadata
         self.model_info: dict[str, Any] = {"model": meta.name, "variant": meta.precision, "threshold": meta.threshold}
+        policy = detector.policy
+        fpr = policy.false_positive_rate
+        self.decision: dict[str, Any] = {
+            "threshold": policy.threshold,
+            "human_threshold": policy.human_threshold,
+            "false_positive_rate": fpr if math.isfinite(fpr) else None,
+            "min_tokens": policy.min_tokens,
+        }
         self.ready = False
         self.not_ready_reason = "warming up"
         self._warmup: asyncio.Task[None] | None = None
@@ -102,6 +165,7 @@ class Service:
     async def start(self) -> None:
         """Start the batcher and, in the background, the warm-up prediction that makes the service ready."""
         await self.batcher.start()
+        await self.explainer.start()
         self._warmup = asyncio.get_running_loop().create_task(self._warm_up())
 
     async def _warm_up(self) -> None:
@@ -120,18 +184,13 @@ class Service:
         self.not_ready_reason = "shutting down"
         if self._warmup is not None:
             await asyncio.gather(self._warmup, return_exceptions=True)
-        await self.batcher.close()
+        await asyncio.gather(self.batcher.close(), self.explainer.close())
 
     async def detect(self, body: bytes) -> Response:
         """Answer a ``POST /v1/detect`` body."""
-        try:
-            payload = json.loads(body)
-        except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
-            return _error(422, f"the body is not valid JSON: {exc}")
-        try:
-            request = DetectRequest.model_validate(payload)
-        except ValidationError as exc:
-            return _error(422, exc.errors(include_url=False, include_input=False, include_context=False))
+        request = _parse(body, DetectRequest)
+        if isinstance(request, Response):
+            return request
         texts = request.texts if request.texts is not None else [request.text or ""]
         limit = self.config.max_texts_per_request
         if len(texts) > limit:
@@ -146,7 +205,47 @@ class Service:
                 {"label": p.label, "score": p.score, "windows": p.windows, "tokens": p.tokens} for p in predictions
             ],
         }
-        return Response(json.dumps(answer, ensure_ascii=False), media_type="application/json")
+        return _json(answer)
+
+    async def explain(self, body: bytes) -> Response:
+        """Answer a ``POST /v1/explain`` body."""
+        request = _parse(body, ExplainRequest)
+        if isinstance(request, Response):
+            return request
+        try:
+            (explanation,) = await self.explainer.submit([request.text])
+        except (QueueFullError, ServiceClosedError) as exc:
+            return _error(503, str(exc), headers={"Retry-After": str(self.config.retry_after_s)})
+        e = explanation
+        answer = {
+            **self.model_info,
+            **{"label": e.label, "score": e.score, "windows": e.windows, "tokens": e.tokens},
+            "decision": self.decision,
+            "segments": [
+                {"start": s.start, "end": s.end, "label": s.label, "score": s.score, "tokens": s.tokens}
+                for s in e.segments
+            ],
+        }
+        return _json(answer)
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def _parse(body: bytes, model: type[_Body]) -> _Body | Response:
+    """``body`` validated as ``model``, or the 422 answer saying why it is not."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
+        return _error(422, f"the body is not valid JSON: {exc}")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        return _error(422, exc.errors(include_url=False, include_input=False, include_context=False))
+
+
+def _json(answer: object) -> Response:
+    return Response(json.dumps(answer, ensure_ascii=False), media_type="application/json")
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -154,6 +253,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "Not valid JSON, or not the expected fields and types."},
     503: {"model": ErrorOut, "description": "The queue is full or the service is shutting down (see Retry-After)."},
 }
+
+
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a route that reads and validates its raw body itself."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI:
@@ -185,17 +290,26 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.service = service
-    request_schema = DetectRequest.model_json_schema()
 
     @app.post(
         DETECT_PATH,
         response_model=DetectResponse,
         responses=_ERRORS,
         summary="Score texts: P(AI) and a label for each",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}}},
+        openapi_extra=_request_body(DetectRequest),
     )
     async def detect(request: Request) -> Response:
         return await service.detect(await request.body())
+
+    @app.post(
+        EXPLAIN_PATH,
+        response_model=ExplainResponse,
+        responses=_ERRORS,
+        summary="Score one text and each of its sentence-aligned segments",
+        openapi_extra=_request_body(ExplainRequest),
+    )
+    async def explain(request: Request) -> Response:
+        return await service.explain(await request.body())
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:

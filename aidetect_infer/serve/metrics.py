@@ -59,6 +59,9 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self.texts = Counter(f"{prefix}_texts_scored_total", "Texts scored.", registry=self.registry)
+        self.explained = Counter(
+            f"{prefix}_texts_explained_total", "Texts scored with their segments (/v1/explain).", registry=self.registry
+        )
         queue = Gauge(f"{prefix}_queue_depth_texts", "Texts waiting to be taken into a batch.", registry=self.registry)
         queue.set_function(queue_depth)
         in_flight = Gauge(f"{prefix}_requests_in_flight", "HTTP requests being answered now.", registry=self.registry)

@@ -12,6 +12,7 @@ from tokenizers import Tokenizer
 
 from aidetect_infer import Detector, Prediction
 from aidetect_infer import detector as detector_module
+from aidetect_infer import loading as loading_module
 from aidetect_infer.bundle import load_bundle
 from aidetect_infer.errors import (
     AidetectError,
@@ -128,7 +129,7 @@ def test_default_bundle_from_environment(tiny_bundle, monkeypatch, detector):
 
 def test_missing_default_bundle_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.delenv("AIDETECT_MODEL", raising=False)
-    monkeypatch.setattr(detector_module, "DEFAULT_MODEL_DIR", tmp_path / "models" / "default")
+    monkeypatch.setattr(loading_module, "DEFAULT_MODEL_DIR", tmp_path / "models" / "default")
     with pytest.raises(ModelFilesMissingError, match="AIDETECT_MODEL") as info:
         Detector()
     assert str(tmp_path / "models" / "default") in str(info.value)
