@@ -51,8 +51,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument(
         "--api-key",
         metavar="KEY",
-        help=f"require this key on every request but /healthz and /readyz (default ${API_KEY_ENV}); "
+        help=f"require this key on every request but /healthz, /readyz and the web page (default ${API_KEY_ENV}); "
         "needed to listen on any address but loopback",
+    )
+    net.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages from this origin (https://host[:port]) call the service from a browser; repeatable; "
+        "'*' for any (default: no cross-origin access)",
     )
     batch = parser.add_argument_group("batching and limits")
     options: list[tuple[str, type, object, str, str]] = [
@@ -122,6 +130,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
             workers=args.workers,
             batching=not args.no_batching,
             api_key=api_key,
+            cors_origins=tuple(args.cors_origin),
         )
     except InvalidValueError as exc:
         raise UsageError(str(exc)) from exc

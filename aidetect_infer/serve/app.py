@@ -1,5 +1,5 @@
-"""The FastAPI application: ``POST /v1/detect`` and ``/v1/explain``, the web page, health, readiness, metrics
-and the OpenAPI schema.
+"""The FastAPI application: ``POST /v1/detect`` and ``/v1/explain``, the web page (:mod:`.page`), health,
+readiness, metrics and the OpenAPI schema.
 
 This module imports FastAPI and pydantic; ``import aidetect_infer`` never loads it.
 """
@@ -26,13 +26,14 @@ from aidetect_infer.serve.config import ServeConfig
 from aidetect_infer.serve.errors import QueueFullError, ServiceClosedError
 from aidetect_infer.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from aidetect_infer.serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from aidetect_infer.serve.page import PAGE_PATHS, add_page_routes
 
 logger = logging.getLogger(__name__)
 
 DETECT_PATH = "/v1/detect"
 EXPLAIN_PATH = "/v1/explain"
-PROBE_PATHS = ("/healthz", "/readyz")  # answered without the API key
-PATHS = (DETECT_PATH, EXPLAIN_PATH, *PROBE_PATHS, "/metrics", "/openapi.json", "/docs")
+PROBE_PATHS = ("/healthz", "/readyz")  # answered without the API key, like the web page's files
+PATHS = (DETECT_PATH, EXPLAIN_PATH, *PROBE_PATHS, "/metrics", "/openapi.json", "/docs", *PAGE_PATHS)
 WARMUP_TEXTS = ["A short text scored once at start-up, so the first request does not pay for warming up."]
 
 
@@ -325,8 +326,18 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
+    add_page_routes(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     if config.api_key is not None:  # outside the body limit: an unauthorized body is never read
-        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, open_paths=PROBE_PATHS)
+        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, open_paths=(*PROBE_PATHS, *PAGE_PATHS))
+    if config.cors_origins:  # outside the key check: a browser's preflight carries no key, a 401 needs the headers
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+        )
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, paths=PATHS)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from aidetect_infer.errors import InvalidValueError
@@ -13,6 +14,7 @@ DEFAULT_MAX_QUEUE_TEXTS = 1024
 DEFAULT_MAX_TEXTS_PER_REQUEST = 256
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_RETRY_AFTER_S = 1
+_ORIGIN = re.compile(r"https?://[^\s/?#]+")  # a scheme and a host (and port): what a browser sends as Origin
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -35,8 +37,10 @@ class ServeConfig:
         workers: Inference threads; each runs one batch at a time.
         batching: ``False`` scores every request on its own, never merged with others (for comparison).
         retry_after_s: The ``Retry-After`` seconds sent with a 503.
-        api_key: When set, every request but the health probes must carry it (401 otherwise); see
+        api_key: When set, every request but the health probes and the web page must carry it (401 otherwise); see
             :class:`~aidetect_infer.serve.middleware.ApiKeyMiddleware`.
+        cors_origins: Origins (``https://app.example.com``) whose pages may call the service from a browser;
+            ``("*",)`` allows any. Empty (the default): no cross-origin access, no CORS headers.
 
     Raises:
         InvalidValueError: A value out of range.
@@ -51,6 +55,7 @@ class ServeConfig:
     batching: bool = True
     retry_after_s: int = DEFAULT_RETRY_AFTER_S
     api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (
@@ -72,6 +77,13 @@ class ServeConfig:
             )
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
             raise InvalidValueError("api_key must be a non-empty string or None")
+        if not isinstance(self.cors_origins, tuple) or not all(
+            isinstance(o, str) and (o == "*" or _ORIGIN.fullmatch(o)) for o in self.cors_origins
+        ):
+            raise InvalidValueError(
+                f"cors_origins must be origins like 'https://app.example.com' (scheme and host, no path) or '*', "
+                f"got {self.cors_origins!r}"
+            )
         if not isinstance(self.batching, bool):
             raise InvalidValueError(f"batching must be True or False, got {self.batching!r}")
 
