@@ -48,9 +48,9 @@ def read_texts(n: int) -> list[str]:
 
 def minilm_bundle(out: Path, texts: list[str]) -> Path:
     """A MiniLM-size fp32 bundle with a random classifier head (no trained model needed)."""
-    from export.bundle import write_bundle
-    from export.convert import load_base, save_checkpoint
-    from export.onnx_export import ExportConfig, export_onnx
+    from export.bundle.write import write_bundle
+    from export.onnx.export import ExportConfig, export_onnx
+    from export.train.convert import load_base, save_checkpoint
 
     model, tokenizer = load_base("minilm", seed=0)
     checkpoint = out.parent / "checkpoint"
