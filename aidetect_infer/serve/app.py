@@ -40,7 +40,17 @@ WARMUP_TEXTS = ["A short text scored once at start-up, so the first request does
 class DetectRequest(BaseModel):
     """The body of ``POST /v1/detect``: exactly one of ``texts`` and ``text``."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # The rule of _exactly_one, in the schema: a null field counts as absent, as the validator treats it.
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["texts"], "properties": {"texts": {"type": "array", "items": {"type": "string"}}}},
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+            ]
+        },
+    )
 
     texts: list[str] | None = Field(default=None, description="Texts to score; the answer keeps their order.")
     text: str | None = Field(default=None, description="One text to score (instead of texts).")
@@ -256,9 +266,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI ``requestBody`` of a route that reads and validates its raw body itself."""
+def _request_body(model: type[BaseModel], max_texts: int | None = None) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a route that reads and validates its raw body itself (``max_texts``: the
+    most items of its ``texts``, the service's ``max_texts_per_request``)."""
     schema = model.model_json_schema()
+    if max_texts is not None:  # DetectRequest's texts, as a property and in its oneOf branch
+        schema["properties"]["texts"]["anyOf"][0]["maxItems"] = max_texts
+        schema["oneOf"][0]["properties"]["texts"]["maxItems"] = max_texts
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
@@ -297,7 +311,7 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
         response_model=DetectResponse,
         responses=_ERRORS,
         summary="Score texts: P(AI) and a label for each",
-        openapi_extra=_request_body(DetectRequest),
+        openapi_extra=_request_body(DetectRequest, config.max_texts_per_request),
     )
     async def detect(request: Request) -> Response:
         return await service.detect(await request.body())
