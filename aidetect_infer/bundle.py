@@ -43,7 +43,7 @@ REQUIRED_KEYS = (
     "architecture",
     "files",
 )
-OPTIONAL_KEYS = ("training", "metrics", "gates", "recipe", "producer", "created", "decision")
+OPTIONAL_KEYS = ("training", "metrics", "gates", "recipe", "producer", "created", "decision", "drift_reference")
 MIN_MAX_LENGTH, MAX_MAX_LENGTH = 8, 8192
 _HASH_CHUNK = 1 << 20
 
@@ -94,7 +94,7 @@ class BundleMetadata:
         architecture: Model type and sizes.
         files: sha256 and byte size of ``model.onnx`` and ``tokenizer.json``.
         optional: The optional keys present (``training``, ``metrics``, ``gates``, ``recipe``, ``producer``,
-            ``created``) and any key this runtime does not know, kept as read.
+            ``created``, ``decision``, ``drift_reference``) and any key this runtime does not know, kept as read.
     """
 
     format_version: int

@@ -260,6 +260,11 @@ class Detector:
         return self._metadata
 
     @property
+    def encoder(self) -> TextEncoder:
+        """The bundle's tokenization in use (content-token ids, windows, padded batches; only read it)."""
+        return self._encoder
+
+    @property
     def providers(self) -> list[str]:
         """The ONNX Runtime providers the session really runs on, best first."""
         return list(self._session.get_providers())

@@ -150,6 +150,9 @@ class TextEncoder:
         self.max_length = max_length
         self.window_stride = min(window_stride, self.content_length)
         self.pad_id = self._pad_id()
+        unk = getattr(self._tokenizer.model, "unk_token", None)
+        self.unk_id: int | None = self._tokenizer.token_to_id(unk) if isinstance(unk, str) else None
+        """The unknown token's id (``None`` for a tokenizer without one, such as byte-level BPE)."""
 
     def _special_ids(self, source: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         plain = self._tokenizer.encode(_PROBE, add_special_tokens=False).ids

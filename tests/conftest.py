@@ -282,3 +282,43 @@ def tiny_model(tiny_checkpoint: Path) -> Any:
 def tiny_bert_model(tiny_bert_checkpoint: Path) -> Any:
     """The tiny BERT as a torch module."""
     return load_torch_model(tiny_bert_checkpoint)
+
+
+DRIFT_TEXTS = 1200  # half the reference of drift_bundle, half in-distribution texts (tests/*/test_drift.py)
+
+
+@pytest.fixture(scope="session")
+def drift_texts() -> tuple[list[str], list[str]]:
+    """Texts of ``detectgpt_family`` (every 7th row): ``(reference, in_distribution)``, interleaved halves."""
+    texts: list[str] = []
+    if SAMPLE_FILE.is_file():
+        with gzip.open(SAMPLE_FILE, "rt", encoding="utf-8") as f:
+            texts = [json.loads(line)["text"] for number, line in enumerate(f) if number % 7 == 3][:DRIFT_TEXTS]
+    if len(texts) < DRIFT_TEXTS:
+        texts = (_synthetic_sample() * 4)[:DRIFT_TEXTS]
+    return texts[0::2], texts[1::2]
+
+
+@pytest.fixture(scope="session")
+def drift_bundle(tiny_bundle: Path, drift_texts: tuple[list[str], list[str]], tmp_path_factory) -> Path:
+    """A copy of the tiny bundle with a ``drift_reference`` of the reference half of :func:`drift_texts`, written
+    as the factory writes it (:func:`export.calibrate.drift.drift_reference`)."""
+    import shutil
+
+    import numpy as np
+
+    from aidetect_infer import Detector
+    from export.calibrate.drift import drift_reference
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny_drift"
+    shutil.copytree(tiny_bundle, out)
+    detector = Detector.from_pretrained(out, provider="cpu", threads=1)
+    reference = drift_texts[0]
+    predictions = detector.predict(reference)
+    scores = np.array([p.score for p in predictions], dtype=np.float64)
+    tokens = np.array([p.tokens for p in predictions], dtype=np.int64)
+    meta_path = out / "aidetect.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["drift_reference"] = drift_reference(detector, reference, scores, tokens, [SAMPLE_FILE.name])
+    meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return out

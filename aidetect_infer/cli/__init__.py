@@ -2,8 +2,8 @@
 
 The first argument picks a command of :data:`COMMANDS`; anything else runs ``predict``, so the bare
 ``TEXT...`` form works (to score a text that equals a command name, write ``predict`` first). Each command is
-a module of this package (``predict``, ``score``, ``serve``) that imports only :mod:`aidetect_infer.cli.common`;
-this module is the registry and the entry point, and nothing imports it back.
+a module of this package (``predict``, ``score``, ``serve``, ``drift``) that imports only
+:mod:`aidetect_infer.cli.common`; this module is the registry and the entry point, and nothing imports it back.
 
 Exit codes (:class:`aidetect_infer.errors.ExitCode`, shared with the factory's ``python -m export.*``):
 0 success, 1 anything else, 2 a bundle error (missing, corrupt, invalid), 3 a provider error, 4 bad input
@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from aidetect_infer.cli import predict, score, serve
+from aidetect_infer.cli import drift, predict, score, serve
 from aidetect_infer.cli.common import PROG, Command, Parser
 from aidetect_infer.errors import AidetectError, ExitCode, UsageError, exit_code
 
@@ -31,7 +31,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BUNDLE, EXIT_PROVIDER, EXIT_INPUT, EXIT_INTERRUPTED =
     ExitCode.INTERRUPTED,
 )
 DEFAULT_COMMAND = "predict"
-COMMANDS: dict[str, Command] = {c.name: c for c in (predict.COMMAND, score.COMMAND, serve.COMMAND)}
+COMMANDS: dict[str, Command] = {c.name: c for c in (predict.COMMAND, score.COMMAND, serve.COMMAND, drift.COMMAND)}
 
 __all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "exit_code", "main"]
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aidetect_infer import __version__
 from aidetect_infer.detector import Detector, Explanation, Prediction
+from aidetect_infer.drift import DriftMonitor, DriftReference, features
 from aidetect_infer.serve.batcher import DynamicBatcher
 from aidetect_infer.serve.config import ServeConfig
 from aidetect_infer.serve.errors import QueueFullError, ServiceClosedError
@@ -32,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 DETECT_PATH = "/v1/detect"
 EXPLAIN_PATH = "/v1/explain"
+DRIFT_PATH = "/v1/drift"
 PROBE_PATHS = ("/healthz", "/readyz")  # answered without the API key, like the web page's files
-PATHS = (DETECT_PATH, EXPLAIN_PATH, *PROBE_PATHS, "/metrics", "/openapi.json", "/docs", *PAGE_PATHS)
+PATHS = (DETECT_PATH, EXPLAIN_PATH, DRIFT_PATH, *PROBE_PATHS, "/metrics", "/openapi.json", "/docs", *PAGE_PATHS)
 WARMUP_TEXTS = ["A short text scored once at start-up, so the first request does not pay for warming up."]
 
 
@@ -74,12 +76,17 @@ class PredictionOut(BaseModel):
     tokens: int = Field(description="Content tokens of the text.")
 
 
-class DetectResponse(BaseModel):
-    """The answer of ``POST /v1/detect``."""
+class _ModelOut(BaseModel):
+    """The fields every scoring answer starts with."""
 
     model: str = Field(description="The model bundle's name.")
     variant: str = Field(description="The bundle's precision: fp32, int8 or fp16.")
     threshold: float = Field(description="The decision threshold.")
+
+
+class DetectResponse(_ModelOut):
+    """The answer of ``POST /v1/detect``."""
+
     predictions: list[PredictionOut] = Field(description="One per text, in request order.")
 
 
@@ -112,12 +119,9 @@ class DecisionOut(BaseModel):
     min_tokens: int = Field(description='Texts (and segments) with fewer content tokens are "uncertain".')
 
 
-class ExplainResponse(BaseModel):
+class ExplainResponse(_ModelOut):
     """The answer of ``POST /v1/explain``."""
 
-    model: str = Field(description="The model bundle's name.")
-    variant: str = Field(description="The bundle's precision: fp32, int8 or fp16.")
-    threshold: float = Field(description="The decision threshold.")
     label: str = Field(description="The document's label, as /v1/detect gives it.")
     score: float = Field(description="The document's P(AI), as /v1/detect gives it.")
     windows: int = Field(description="Windows the document was scored in.")
@@ -126,6 +130,26 @@ class ExplainResponse(BaseModel):
     segments: list[SegmentOut] = Field(
         description="Sentence-aligned segments that tile the text in order (none for an empty text)."
     )
+
+
+class FeatureDriftOut(BaseModel):
+    """One feature's drift."""
+
+    psi: float = Field(description="Population stability index of the texts seen against the bundle's reference.")
+    status: str = Field(description='"ok" below thresholds.watch, "watch" up to thresholds.drifting, else "drifting".')
+
+
+class DriftOut(BaseModel):
+    """The answer of ``GET /v1/drift``."""
+
+    status: str = Field(
+        description='"ok", "watch" or "drifting" (the worst feature\'s); "not enough texts" below min_texts; '
+        '"no reference" when the bundle records no drift_reference.'
+    )
+    texts: int = Field(description="Texts scored since the service started (the warm-up text not counted).")
+    min_texts: int = Field(description="Texts needed before a status is given.")
+    thresholds: dict[str, float] = Field(description="The PSI thresholds of watch and drifting.")
+    features: dict[str, FeatureDriftOut] = Field(description="score, tokens and unk_rate (empty without reference).")
 
 
 class ErrorOut(BaseModel):
@@ -150,12 +174,14 @@ class Service:
         self.detector = detector
         self.config = config
         self.metrics = ServiceMetrics(lambda: self.batcher.queue_depth)
+        self.drift = DriftMonitor(DriftReference.from_metadata(detector.metadata.optional))
+        self.metrics.add_drift(self.drift)
         self.batcher: DynamicBatcher[Prediction] = DynamicBatcher(
-            detector.predict, config, on_batch=self.metrics.batch_done
+            self._predict, config, on_batch=self.metrics.batch_done
         )
         # One document per run (its segments are scored together inside explain), queued apart from /v1/detect.
         self.explainer: DynamicBatcher[Explanation] = DynamicBatcher(
-            lambda texts: [detector.explain(text) for text in texts],
+            self._explain,
             dataclasses.replace(config, batching=False),
             on_batch=lambda texts, _: self.metrics.explained.inc(texts),
         )
@@ -172,6 +198,18 @@ class Service:
         self.ready = False
         self.not_ready_reason = "warming up"
         self._warmup: asyncio.Task[None] | None = None
+
+    def _predict(self, texts: list[str]) -> list[Prediction]:
+        predictions = self.detector.predict(texts)
+        scores, tokens = [p.score for p in predictions], [p.tokens for p in predictions]
+        self.drift.observe(features(self.detector.encoder, texts, scores, tokens))
+        return predictions
+
+    def _explain(self, texts: list[str]) -> list[Explanation]:
+        explanations = [self.detector.explain(text) for text in texts]
+        scores, tokens = [e.score for e in explanations], [e.tokens for e in explanations]
+        self.drift.observe(features(self.detector.encoder, texts, scores, tokens))
+        return explanations
 
     async def start(self) -> None:
         """Start the batcher and, in the background, the warm-up prediction that makes the service ready."""
@@ -325,6 +363,10 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
     )
     async def explain(request: Request) -> Response:
         return await service.explain(await request.body())
+
+    @app.get(DRIFT_PATH, response_model=DriftOut, summary="Do the texts seen still look like the validation texts?")
+    async def drift() -> Response:
+        return _json(service.drift.report().to_dict())
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:

@@ -7,15 +7,52 @@ format (version 0.0.4). Updates may come from any thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from aidetect_infer.drift import FEATURES, DriftMonitor
 
 # Not prometheus_client.CONTENT_TYPE_LATEST: recent releases set it to version 1.0.0, while what generate_latest()
 # writes by default (no UTF-8 names) is still valid 0.0.4, the version the service has always announced.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+DRIFT_HELP = {
+    "score": "P(AI) of the texts scored, in the bins of the bundle's drift reference.",
+    "tokens": "Length in content tokens of the texts scored, in the bins of the bundle's drift reference.",
+    "unk_rate": "Unknown-token rate of the texts scored, in the bins of the bundle's drift reference.",
+}
+
+
+class _DriftCollector:
+    """The drift monitor's live histograms (``PREFIX_drift_FEATURE``) and, with a reference, the PSI of each."""
+
+    def __init__(self, monitor: DriftMonitor, prefix: str) -> None:
+        self.monitor = monitor
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[Metric]:
+        _, counts, sums = self.monitor.snapshot()
+        for name in FEATURES:
+            cumulative = np.cumsum(counts[name]).tolist()
+            buckets = [(repr(float(e)), c) for e, c in zip(self.monitor.edges[name], cumulative, strict=False)]
+            buckets.append(("+Inf", cumulative[-1]))
+            yield HistogramMetricFamily(
+                f"{self.prefix}_drift_{name}", DRIFT_HELP[name], buckets=buckets, sum_value=sums[name]
+            )
+        report = self.monitor.report()
+        if report.psi:
+            psi = GaugeMetricFamily(
+                f"{self.prefix}_drift_psi",
+                "Population stability index against the bundle's reference.",
+                labels=["feature"],
+            )
+            for name, value in report.psi.items():
+                psi.add_metric([name], value)
+            yield psi
 
 
 class ServiceMetrics:
@@ -31,6 +68,7 @@ class ServiceMetrics:
 
     def __init__(self, queue_depth: Callable[[], float], *, prefix: str = "aidetect") -> None:
         self.registry = CollectorRegistry()
+        self._prefix = prefix
         self._in_flight = 0
         self._lock = threading.Lock()
         self.requests = Counter(
@@ -66,6 +104,10 @@ class ServiceMetrics:
         queue.set_function(queue_depth)
         in_flight = Gauge(f"{prefix}_requests_in_flight", "HTTP requests being answered now.", registry=self.registry)
         in_flight.set_function(lambda: self._in_flight)
+
+    def add_drift(self, monitor: DriftMonitor) -> None:
+        """Export ``monitor``'s histograms (and PSI per feature, when the bundle has a reference)."""
+        self.registry.register(_DriftCollector(monitor, self._prefix))
 
     def request_started(self) -> None:
         """Count a request as in flight (call :meth:`request_finished` once it is answered)."""

@@ -22,7 +22,8 @@ training record); the OUTFOX ``test`` half is scored for the report only, after 
    added to the model card.
 
 ``aidetect.json`` is metadata (the sha256 checks cover ``model.onnx`` and ``tokenizer.json``), so the bundle is
-updated in place, atomically, and re-verified by loading it.
+updated in place, atomically, and re-verified by loading it. The validation texts' scores, lengths and
+unknown-token rates also go in, binned, as ``drift_reference`` (:mod:`export.calibrate.drift`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from export.calibrate.drift import drift_reference
 from export.calibrate.report import card_section, group_report, report_row
 from export.data import mix
 from export.data.records import Record, filter_records, load_records
@@ -202,6 +204,7 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
     }
     calibrated = detector(scaled)
     scores, tokens = _score(calibrated, val)
+    drift = drift_reference(calibrated, [r.text for r in val], scores, tokens, cfg.data)
     points = operating_points(scores, y, weights)
     ai_point = next(pt for pt in points if pt["false_positive_rate"] == cfg.false_positive_rate)
     band = next(pt for pt in points if pt["false_positive_rate"] == cfg.uncertain_false_positive_rate)
@@ -264,6 +267,7 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
 
     meta["threshold"] = threshold
     meta["decision"] = decision
+    meta["drift_reference"] = drift
     meta.setdefault("metrics", {})["domains"] = {
         "validation": report_val,
         "validation_generators": gens_val,

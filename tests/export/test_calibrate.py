@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from aidetect_infer import Detector
+from aidetect_infer.drift import DriftReference
 from export.calibrate.fit import (
     FALSE_POSITIVE_RATES,
     CalibrateConfig,
@@ -96,6 +97,10 @@ def test_calibrate_writes_a_decision_the_runtime_follows(tiny_bundle: Path, data
     assert "mix/test, no attack" in held and all("essay" in s or "test" in s for s in held)
     card = (bundle / "README.md").read_text()
     assert "## Decisions and where the model fails" in card and card.count("## Decisions") == 1
+    # the drift reference: every validation text in each feature's histogram, read back by the runtime
+    reference = DriftReference.from_metadata(detector.metadata.optional)
+    assert reference is not None and reference.texts == decision["validation_texts"]
+    assert all(sum(counts) == reference.texts for counts in reference.counts.values())
 
 
 def test_the_held_out_half_never_moves_a_decision(
