@@ -4,9 +4,10 @@ A text is cut into sentences: after ``.``, ``!``, ``?`` or ``…`` (and the clos
 where whitespace follows, after ``。``, ``！`` or ``？``, and at line breaks; the whitespace after a sentence stays
 with it. A sentence longer than ``max_tokens`` is cut further at whitespace (and, in a stretch without
 whitespace, before CJK ideographs and kana). Consecutive pieces are then joined into segments: a segment takes
-the next piece while it holds fewer than ``min_tokens`` tokens and the piece keeps it within ``max_tokens``;
-a last segment shorter than ``min_tokens`` joins the one before when the two together stay within
-``max_tokens``. With the defaults (64 and 128 tokens) a segment is two to five sentences of ordinary prose.
+the next piece while it holds fewer than ``min_tokens`` tokens and the piece keeps it within ``max_tokens``,
+but ends at a blank line (a paragraph's end) once it holds half of ``min_tokens``; a last segment shorter than
+``min_tokens`` joins the one before when the two together stay within ``max_tokens``. With the defaults (64 and
+128 tokens) a segment is two to five sentences of ordinary prose.
 
 The spans **tile** the text: the first starts at 0, each ends where the next starts, the last ends at
 ``len(text)``, and the offsets are indices into the Python string (Unicode code points, not UTF-8 bytes or
@@ -36,6 +37,7 @@ TokenCounter = Callable[[list[str]], Sequence[int]]
 
 _CLOSERS = "\"'\u201d\u2019)\\]\u00bb\u300d\u300f"
 _SENTENCE_END = re.compile(rf"[.!?\u2026]+[{_CLOSERS}]*\s+|[\u3002\uff01\uff1f]+[{_CLOSERS}]*\s*|\n\s*")
+_PARAGRAPH_END = re.compile(r"\n[^\S\n]*\n\s*\Z")  # a blank line at the end of a piece
 # Inside an over-long sentence: after whitespace, or before an ideograph or kana (such text has no spaces).
 _CUT = re.compile(r"\s+|(?=[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
 
@@ -137,7 +139,10 @@ def segment_spans(
     for (a, b), n in zip(pieces, counts, strict=True):
         if groups:
             last = groups[-1]
-            if n == 0 or last[2] == 0 or (last[2] < min_tokens and last[2] + n <= max_tokens):
+            fits = last[2] < min_tokens and last[2] + n <= max_tokens
+            # a paragraph ends a segment that holds at least half the tokens it wants
+            paragraph = last[2] >= min_tokens // 2 and _PARAGRAPH_END.search(text, last[0], last[1]) is not None
+            if n == 0 or last[2] == 0 or (fits and not paragraph):
                 last[1], last[2] = b, last[2] + n
                 continue
         groups.append([a, b, n])
