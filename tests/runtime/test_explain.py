@@ -145,3 +145,10 @@ def default_detector() -> Detector:
     if not (DEFAULT_MODEL_DIR / "model.onnx").is_file():
         pytest.skip(f"no default bundle at {DEFAULT_MODEL_DIR}")
     return Detector.from_pretrained(DEFAULT_MODEL_DIR, provider="cpu", threads=2)
+
+
+def test_a_paragraph_ends_a_segment_that_holds_half_its_tokens():
+    paragraphs = ["One two three four. Five six seven.", "Eight nine ten eleven. Twelve.", "Thirteen fourteen."]
+    text = "\n\n".join(paragraphs)
+    spans = segment_spans(text, word_count, min_tokens=8, max_tokens=20)
+    assert [text[a:b].strip() for a, b in spans] == [paragraphs[0], paragraphs[1] + "\n\n" + paragraphs[2]]
