@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from .client import post_json, request
@@ -50,7 +51,6 @@ def test_the_schema_says_exactly_one_of_texts_and_text(server):
 
 @pytest.mark.parametrize("body", BODIES, ids=[json.dumps(b)[:40] for b in BODIES])
 def test_a_body_is_accepted_exactly_when_the_schema_allows_it(server, body):
-    jsonschema = pytest.importorskip("jsonschema")
     valid = jsonschema.Draft202012Validator(detect_schema(server.port)).is_valid(body)
     status = post_json(server.port, body, headers={"X-API-Key": KEY}).status
     assert (status == 200) == valid, (status, valid)
