@@ -138,35 +138,24 @@ def _result_columns(predictions: list[Any]) -> dict[str, np.ndarray]:
 
 def _score_parsed(detector: Detector, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Rows of ``line``, ``text`` (None for an error row), ``id`` (JSON text), ``error``, ``excerpt``, ``file``:
-    scores the texts (one by one when the batch fails, as the local ``score`` does) and drops them."""
-    from aidetect_infer.errors import AidetectError
-    from aidetect_infer.streaming import EXCERPT_CHARS
+    scores the texts (one by one when the batch fails: :func:`aidetect_infer.streaming.predict_chunk`, as the local
+    ``score`` does) and drops them."""
+    from aidetect_infer.streaming import TextChunk, predict_chunk
 
     texts = batch["text"].tolist()
     errors = batch["error"].tolist()
     excerpts = batch["excerpt"].tolist()
     rows = [k for k, t in enumerate(texts) if t is not None]
-    wanted = [texts[k] for k in rows]
+    chunk = TextChunk(lines=rows, texts=[texts[k] for k in rows])
     predictions: list[Any] = [None] * len(texts)
-    try:
-        for k, p in zip(rows, detector.predict(wanted) if wanted else [], strict=True):
-            predictions[k] = p
-    except AidetectError:
-        for k in rows:
-            try:
-                predictions[k] = detector.predict([texts[k]])[0]
-            except AidetectError as exc:
-                errors[k], excerpts[k] = f"cannot be scored: {exc}", texts[k][:EXCERPT_CHARS]
-    done = [p for p in predictions if p is not None]
-    scored = _result_columns(done)
+    for k, prediction in zip(rows, predict_chunk(detector, chunk) if rows else [], strict=True):
+        predictions[k] = prediction
+    for k, error, excerpt in chunk.errors:  # texts that could not be scored, by row
+        errors[k], excerpts[k] = error, excerpt
     out: dict[str, np.ndarray] = {name: batch[name] for name in ("file", "line", "id")}
     out["error"], out["excerpt"] = np.array(errors, dtype=object), np.array(excerpts, dtype=object)
-    positions = {k: i for i, k in enumerate(k for k, p in enumerate(predictions) if p is not None)}
     for name in RESULT_COLUMNS:
-        values: list[Any] = [None] * len(texts)
-        for k, i in positions.items():
-            values[k] = scored[name][i].item() if name != "label" else scored[name][i]
-        out[name] = np.array(values, dtype=object)
+        out[name] = np.array([None if p is None else getattr(p, name) for p in predictions], dtype=object)
     return out
 
 

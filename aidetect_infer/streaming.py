@@ -200,7 +200,7 @@ def _skip_done(stream: IO[str], done: dict[str, Any] | None, *, jsonl: bool, sou
 
 
 @dataclass(slots=True)
-class _Chunk:
+class TextChunk:
     """Input lines read together: the texts to score and the lines that could not be parsed."""
 
     lines: list[int] = field(default_factory=list)
@@ -212,9 +212,9 @@ class _Chunk:
     read: int = 0
 
 
-def _chunks(stream: IO[str], *, first: int, jsonl: bool, texts: int, chars: int) -> Iterator[_Chunk]:
+def _chunks(stream: IO[str], *, first: int, jsonl: bool, texts: int, chars: int) -> Iterator[TextChunk]:
     """The rest of the input, numbered from ``first``, in chunks of at most ``texts`` texts or ~``chars``."""
-    chunk = _Chunk()
+    chunk = TextChunk()
     for number, raw in enumerate(stream, start=first):
         chunk.read += 1
         line = raw.rstrip("\r\n")
@@ -232,12 +232,12 @@ def _chunks(stream: IO[str], *, first: int, jsonl: bool, texts: int, chars: int)
         chunk.chars += len(text)
         if len(chunk.texts) >= texts or chunk.chars >= chars:
             yield chunk
-            chunk = _Chunk()
+            chunk = TextChunk()
     if chunk.read:
         yield chunk
 
 
-def _predict(detector: TextScorer, chunk: _Chunk) -> list[Prediction | None]:
+def predict_chunk(detector: TextScorer, chunk: TextChunk) -> list[Prediction | None]:
     """Predictions for a chunk; if the batch fails, text by text, reporting the texts that fail as errors."""
     try:
         return list(detector.predict(chunk.texts))
@@ -316,7 +316,7 @@ def score_file(
             resumed = last = _skip_done(stream, done, jsonl=jsonl, source=source, output=output)
             progress(resumed)
             for chunk in _chunks(stream, first=resumed + 1, jsonl=jsonl, texts=chunk_texts, chars=chunk_chars):
-                predictions = _predict(detector, chunk) if chunk.texts else []
+                predictions = predict_chunk(detector, chunk) if chunk.texts else []
                 if chunk.errors:
                     error_file = error_file or open(errors, "ab")  # noqa: SIM115 - closed below
                     _write(error_file, [{"line": n, "error": e, "excerpt": x} for n, e, x in chunk.errors])
