@@ -198,7 +198,7 @@ def score_dataset(
     return map_detector(
         ds,
         model=model,
-        options=_actor_options(text_column, "column", threads_per_actor, num_gpus_per_actor, detector_options),
+        options=actor_options(text_column, "column", threads_per_actor, num_gpus_per_actor, detector_options),
         batch_size=batch_size,
         num_actors=num_actors,
         threads_per_actor=threads_per_actor,
@@ -211,7 +211,7 @@ DETECTOR_KEYWORDS = frozenset(
 )
 
 
-def _actor_options(text_column: str, mode: str, threads: int, gpus: float, options: Mapping[str, Any]) -> ActorOptions:
+def actor_options(text_column: str, mode: str, threads: int, gpus: float, options: Mapping[str, Any]) -> ActorOptions:
     unknown = sorted(set(options) - DETECTOR_KEYWORDS)
     if unknown:
         raise InvalidValueError(f"unknown detector option(s) {', '.join(unknown)}; known: {sorted(DETECTOR_KEYWORDS)}")

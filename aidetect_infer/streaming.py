@@ -34,7 +34,9 @@ CHUNK_TEXTS = 256
 CHUNK_CHARS = 2_000_000
 EXCERPT_CHARS = 120
 _BLOCK = 1 << 16
-_MISSING, _UNREAD = object(), object()
+MISSING = object()
+"""The id of a line that gives none (a plain-text line, or a JSON record without ``id``)."""
+_UNREAD = object()
 
 
 class TextScorer(Protocol):
@@ -156,20 +158,20 @@ def check_paths(
 
 
 def _parse(raw: str, *, jsonl: bool) -> tuple[str, Any]:
-    """The text and id (or ``_MISSING``) of one non-blank line; ``ValueError`` says why it has none."""
+    """The text and id (or ``MISSING``) of one non-blank line; ``ValueError`` says why it has none."""
     if not jsonl:
-        return raw, _MISSING
+        return raw, MISSING
     try:
         record = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise ValueError('expected a JSON object with a string "text" field')
-    return record["text"], record.get("id", _MISSING)
+    return record["text"], record.get("id", MISSING)
 
 
 def _json(value: Any) -> str:
-    return "" if value is _MISSING else json.dumps(value, sort_keys=True)
+    return "" if value is MISSING else json.dumps(value, sort_keys=True)
 
 
 def _skip_done(stream: IO[str], done: dict[str, Any] | None, *, jsonl: bool, source: str, output: Path) -> int:
@@ -191,7 +193,7 @@ def _skip_done(stream: IO[str], done: dict[str, Any] | None, *, jsonl: bool, sou
     except ValueError:
         found = _UNREAD
     # Ids compare by their JSON text: NaN is never equal to itself, its text is.
-    if found is _UNREAD or _json(found) != _json(done.get("id", _MISSING)):
+    if found is _UNREAD or _json(found) != _json(done.get("id", MISSING)):
         raise InvalidValueError(
             f"{output}: its last result (input line {target}, id {done.get('id')!r}) does not match line "
             f"{target} of {source}; it was written for another input (use --overwrite to start over)"
@@ -212,7 +214,7 @@ class TextChunk:
     read: int = 0
 
 
-def _chunks(stream: IO[str], *, first: int, jsonl: bool, texts: int, chars: int) -> Iterator[TextChunk]:
+def read_chunks(stream: IO[str], *, first: int, jsonl: bool, texts: int, chars: int) -> Iterator[TextChunk]:
     """The rest of the input, numbered from ``first``, in chunks of at most ``texts`` texts or ~``chars``."""
     chunk = TextChunk()
     for number, raw in enumerate(stream, start=first):
@@ -315,13 +317,13 @@ def score_file(
         with open_text(source) as stream, open(output, "ab") as out:
             resumed = last = _skip_done(stream, done, jsonl=jsonl, source=source, output=output)
             progress(resumed)
-            for chunk in _chunks(stream, first=resumed + 1, jsonl=jsonl, texts=chunk_texts, chars=chunk_chars):
+            for chunk in read_chunks(stream, first=resumed + 1, jsonl=jsonl, texts=chunk_texts, chars=chunk_chars):
                 predictions = predict_chunk(detector, chunk) if chunk.texts else []
                 if chunk.errors:
                     error_file = error_file or open(errors, "ab")  # noqa: SIM115 - closed below
                     _write(error_file, [{"line": n, "error": e, "excerpt": x} for n, e, x in chunk.errors])
                 records = [
-                    {"line": n, **({} if i is _MISSING else {"id": i}), **_result(p)}
+                    {"line": n, **({} if i is MISSING else {"id": i}), **_result(p)}
                     for n, i, p in zip(chunk.lines, chunk.ids, predictions, strict=True)
                     if p is not None
                 ]

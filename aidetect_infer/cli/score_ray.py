@@ -34,8 +34,8 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from aidetect_infer.errors import InvalidValueError, UsageError
-from aidetect_infer.ray import ActorOptions, _actor_options, id_text, map_detector
-from aidetect_infer.streaming import _MISSING, CHUNK_CHARS, EXCERPT_CHARS, _chunks
+from aidetect_infer.ray import ActorOptions, actor_options, id_text, map_detector
+from aidetect_infer.streaming import CHUNK_CHARS, EXCERPT_CHARS, MISSING, read_chunks
 from aidetect_infer.textio import is_jsonl, open_text
 
 logger = logging.getLogger(__name__)
@@ -94,9 +94,9 @@ def _parsed_block(file: str, rows: list[tuple[int, str | None, str | None, str |
 def read_line_file(path: str, name: str) -> Iterator[pa.Table]:
     """The lines of one JSONL or text file as parsed rows (blank lines left out), numbered from 1."""
     with open_text(path) as stream:
-        for chunk in _chunks(stream, first=1, jsonl=is_jsonl(path), texts=ROWS_PER_BLOCK, chars=CHUNK_CHARS):
+        for chunk in read_chunks(stream, first=1, jsonl=is_jsonl(path), texts=ROWS_PER_BLOCK, chars=CHUNK_CHARS):
             rows: list[tuple[int, str | None, str | None, str | None, str | None]] = [
-                (n, t, None if i is _MISSING else id_text(i), None, None)
+                (n, t, None if i is MISSING else id_text(i), None, None)
                 for n, i, t in zip(chunk.lines, chunk.ids, chunk.texts, strict=True)
             ]
             rows += [(n, None, None, e, x) for n, e, x in chunk.errors]
@@ -283,7 +283,7 @@ def run_on_ray(args: argparse.Namespace, output: Path, errors: Path, detector_op
     files, kind, folder = input_files(args.input)
     threads = detector_options.pop("threads", None) or 1
     detector_options["detector_batch_size"] = detector_options.pop("batch_size", None)
-    options: ActorOptions = _actor_options("text", "parsed", threads, 0, detector_options)
+    options: ActorOptions = actor_options("text", "parsed", threads, 0, detector_options)
     # Without --address a cluster is started in this process, with a logical CPU for every actor thread and
     # one for reading.
     cpus = None if args.address else max(os.cpu_count() or 1, args.actors * threads + 1)
