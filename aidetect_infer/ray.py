@@ -212,6 +212,18 @@ DETECTOR_KEYWORDS = frozenset(
 
 
 def actor_options(text_column: str, mode: str, threads: int, gpus: float, options: Mapping[str, Any]) -> ActorOptions:
+    """The options every scoring actor is built with.
+
+    Args:
+        text_column: The column holding the texts.
+        mode: ``"column"`` (a dataset's text column) or ``"parsed"`` (rows the line datasource parsed).
+        threads: Intra-op threads of each actor's session.
+        gpus: GPUs reserved per actor (0: CPU; above 0 the provider defaults to CUDA).
+        options: ``Detector`` keywords (``detector_batch_size`` is the Detector's ``batch_size``).
+
+    Raises:
+        InvalidValueError: An unknown detector option.
+    """
     unknown = sorted(set(options) - DETECTOR_KEYWORDS)
     if unknown:
         raise InvalidValueError(f"unknown detector option(s) {', '.join(unknown)}; known: {sorted(DETECTOR_KEYWORDS)}")
