@@ -28,6 +28,7 @@ from export.onnx.build import VariantReport, build_bundles
 from export.onnx.export import EXPORTERS
 from export.onnx.layernorm import MODES as LAYERNORM_MODES
 from export.onnx.optimize import LEVELS
+from export.onnx.quantize import EMBEDDING_SCALES
 from export.onnx.recipe import INT8_PRESETS, VARIANTS, BuildConfig, build_config
 
 logger = logging.getLogger(__name__)
@@ -48,11 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimize", choices=LEVELS, default="O2", help="graph optimization level")
     p.add_argument(
         "--int8", choices=list(INT8_PRESETS), default="auto",
-        help="int8 preset; auto tries avx512_vnni, avx2, avx512_vnni_mixed, weight_only; the first that passes is kept",
+        help="int8 preset; auto tries avx512_vnni, avx2, early_ffn_fp32, avx512_vnni_mixed, weight_only; the first "
+        "that passes is kept",
     )  # fmt: skip
     p.add_argument(
         "--quantize-embeddings", action="store_true",
         help="int8: quantize the embedding tables too (a MiniLM-sized bundle 59 -> 23 MB; costs some agreement)",
+    )  # fmt: skip
+    p.add_argument(
+        "--embedding-scales", choices=EMBEDDING_SCALES, default="tensor",
+        help="with --quantize-embeddings: one scale for the word table (tensor) or one per vocabulary row (row)",
     )  # fmt: skip
     p.add_argument(
         "--layernorm", choices=LAYERNORM_MODES, default="decomposed",

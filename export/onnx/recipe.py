@@ -29,6 +29,7 @@ INT8_LADDER = (
     # 7-bit weights: on CPUs without VNNI the full-range u8 x s8 products saturate, and the gate (run on the
     # build machine) then fails full-range int8 where 7-bit weights pass
     QuantizeConfig.avx2(),
+    QuantizeConfig.early_ffn_fp32(),
     QuantizeConfig.avx512_vnni_mixed(),
     QuantizeConfig.weight_only(),
 )
@@ -148,6 +149,7 @@ INT8_PRESETS = {
     "avx512_vnni_mixed": (QuantizeConfig.avx512_vnni_mixed(),),
     "weight_only": (QuantizeConfig.weight_only(),),
     "avx2": (QuantizeConfig.avx2(),),
+    "early_ffn_fp32": (QuantizeConfig.early_ffn_fp32(),),
     "static_qdq": (QuantizeConfig.static_qdq(),),
 }
 
@@ -158,6 +160,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "optimize": "O2",
     "int8": "auto",
     "quantize_embeddings": False,
+    "embedding_scales": "tensor",
     "layernorm": "decomposed",
     "calibration": None,
     "eval": (),
@@ -185,7 +188,8 @@ def build_config(
     """The :class:`BuildConfig` of named options (:data:`OPTION_DEFAULTS` for those not given).
 
     ``max_length`` defaults to the checkpoint's training value (else 256), ``opset`` to 17 (18 for dynamo);
-    ``int8`` names a preset of :data:`INT8_PRESETS`, ``quantize_embeddings`` applies to each of its settings.
+    ``int8`` names a preset of :data:`INT8_PRESETS`; ``quantize_embeddings`` and ``embedding_scales`` apply to each
+    of its settings.
 
     Raises:
         ConfigError: An unknown option, or a value out of range.
@@ -214,7 +218,8 @@ def build_config(
             ),
             optimize=OptimizeConfig(level=o["optimize"]),
             quantize=tuple(
-                dataclasses.replace(q, embeddings=o["quantize_embeddings"]) for q in INT8_PRESETS[o["int8"]]
+                dataclasses.replace(q, embeddings=o["quantize_embeddings"], embedding_scales=o["embedding_scales"])
+                for q in INT8_PRESETS[o["int8"]]
             ),
             gate=gate if o["gate"] else None,
             eval_specs=tuple(o["eval"]),

@@ -261,3 +261,66 @@ def test_embedding_tables_quantized_on_request(stage_inputs: Any, tmp_path: Path
     assert 0.72 * tables_bytes < saved < 0.76 * tables_bytes
     assert dataclasses.replace(cfg, embeddings=True).to_dict()["embeddings"] == "int8"
     assert np.abs(probabilities(parity, tables) - probabilities(parity, plain)).max() < 0.05
+
+
+def _logits(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def test_word_rows_quantized_per_row(stage_inputs: Any, tmp_path: Path) -> None:
+    from onnx import numpy_helper
+
+    from export.onnx.embeddings import quantize_word_rows
+
+    ckpt, parity, raw = stage_inputs
+    src = optimize(raw, tmp_path / "o2.onnx", OptimizeConfig("O2"), architecture=ckpt.architecture(), parity=parity)
+    model = onnx.load(str(src))
+    assert quantize_word_rows(model) == ckpt.model.config.vocab_size
+    rows_path = tmp_path / "rows.onnx"
+    onnx.save(model, str(rows_path))
+    assert not {"EmbedLayerNormalization", "QEmbedLayerNormalization"} & set(ops(rows_path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    (rows,) = [v for v in inits.values() if v.dtype == np.int8]
+    (scales,) = [v for k, v in inits.items() if k.endswith("_row_scales")]
+    # each row within half a step of its own scale of the checkpoint's table (computed by PyTorch)
+    table = ckpt.model.distilbert.embeddings.word_embeddings.weight.detach().numpy()
+    assert rows.shape == table.shape and scales.shape == (table.shape[0], 1)
+    assert np.all(np.abs(rows * scales - table) <= scales / 2 + 1e-7)
+    peak = np.abs(table).max(axis=1)
+    assert np.allclose(scales[peak > 0, 0], peak[peak > 0] / 127, rtol=1e-6) and np.all(rows[peak == 0] == 0)
+    # the same model otherwise: padded rows score as they do alone, and close to the float tables
+    rng = np.random.default_rng(0)
+    lengths = [7, 19, 33]
+    ids = np.zeros((3, 33), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for r, n in enumerate(lengths):
+        ids[r, :n] = rng.integers(5, ckpt.model.config.vocab_size, size=n)
+        mask[r, :n] = 1
+    batch = _logits(rows_path, ids, mask)
+    for r, n in enumerate(lengths):
+        alone = _logits(rows_path, ids[r : r + 1, :n], mask[r : r + 1, :n])
+        assert np.abs(alone - batch[r]).max() < 1e-5
+        assert np.abs(alone - _logits(src, ids[r : r + 1, :n], mask[r : r + 1, :n])).max() < 5e-3
+    cfg = QuantizeConfig(embeddings=True, embedding_scales="row")
+    assert cfg.to_dict()["embeddings"] == "int8, a scale per row"
+    quantized = quantize(src, tmp_path / "int8-rows.onnx", cfg)
+    assert "QEmbedLayerNormalization" not in ops(quantized) and "DynamicQuantizeLinear" in ops(quantized)
+    assert np.abs(probabilities(parity, quantized) - probabilities(parity, src)).max() < 0.05
+    with pytest.raises(ExportError, match="EmbedLayerNormalization"):
+        quantize_word_rows(onnx.load(str(raw)))
+    with pytest.raises(ValueError, match="embedding_scales"):
+        QuantizeConfig(embedding_scales="column")
+
+
+def test_early_ffn_preset_leaves_the_first_ffn_outputs_float(stage_inputs: Any, tmp_path: Path) -> None:
+    ckpt, parity, raw = stage_inputs
+    src = optimize(raw, tmp_path / "o2.onnx", OptimizeConfig("O2"), architecture=ckpt.architecture(), parity=parity)
+    out = onnx.load(str(quantize(src, tmp_path / "early.onnx", QuantizeConfig.early_ffn_fp32())))
+    lin2 = {n.name: n.op_type for n in out.graph.node if "ffn/lin2" in n.name}
+    layers = ckpt.model.config.n_layers
+    early = [name for name in lin2 if any(f"layer.{k}/" in name for k in range(min(3, layers)))]
+    assert early and all(lin2[name] == "MatMul" for name in early)
+    assert all(op != "MatMul" for name, op in lin2.items() if name not in early)
