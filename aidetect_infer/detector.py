@@ -51,6 +51,8 @@ class Prediction:
         threshold: The AI threshold used.
         windows: How many windows were scored (1 unless the text is longer than one window).
         tokens: Content tokens of the text (special tokens not counted).
+        unknown_tokens: How many of them are the tokenizer's unknown token (0 for a tokenizer without one):
+            foreign scripts and odd symbols, text unlike what the model was trained on.
     """
 
     label: str
@@ -58,6 +60,11 @@ class Prediction:
     threshold: float
     windows: int
     tokens: int = 0
+    unknown_tokens: int = 0
+
+
+_Scored = tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
+"""Scores, window counts, content-token counts and unknown-token counts of texts."""
 
 
 def _softmax_ai(logits: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -304,7 +311,7 @@ class Detector:
                 and type of the first bad item).
         """
         items, single = _as_texts(texts)
-        scores, windows, tokens = self._score(items)
+        scores, windows, tokens, unknown = self._score(items)
         policy, labels = self._policy, self._metadata.labels
         predictions = [
             Prediction(
@@ -313,8 +320,9 @@ class Detector:
                 threshold=policy.threshold,
                 windows=int(count),
                 tokens=int(length),
+                unknown_tokens=int(unk),
             )
-            for score, count, length in zip(scores, windows, tokens, strict=True)
+            for score, count, length, unk in zip(scores, windows, tokens, unknown, strict=True)
         ]
         return predictions[0] if single else predictions
 
@@ -373,30 +381,34 @@ class Detector:
             windows=document.windows,
             tokens=document.tokens,
             segments=segments,
+            unknown_tokens=document.unknown_tokens,
         )
 
-    def _score(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
-        """Scores (float64), window counts and content-token counts of ``texts``, in chunks to bound memory."""
+    def _score(self, texts: list[str]) -> _Scored:
+        """Scores (float64), window, content-token and unknown-token counts of ``texts``, in chunks (memory)."""
         scores = np.empty(len(texts), dtype=np.float64)
-        windows = np.empty(len(texts), dtype=np.int64)
-        tokens = np.empty(len(texts), dtype=np.int64)
+        windows, tokens, unknown = (np.empty(len(texts), dtype=np.int64) for _ in range(3))
         chunk = max(_MIN_TEXTS_PER_CHUNK, 16 * self._batch_size)
         for begin in range(0, len(texts), chunk):
             part = slice(begin, begin + chunk)
-            scores[part], windows[part], tokens[part] = self._score_chunk(texts[part])
-        return scores, windows, tokens
+            scores[part], windows[part], tokens[part], unknown[part] = self._score_chunk(texts[part])
+        return scores, windows, tokens, unknown
 
     def _logits(self, rows: list[NDArray[np.int64]], session: ort.InferenceSession) -> NDArray[np.float64]:
         """Logits of one batch of windows (content ids), framed and padded."""
         input_ids, attention_mask = self._encoder.pad_batch(rows)
         return checked_logits(run_logits(session, self._graph, input_ids, attention_mask), len(rows))
 
-    def _score_chunk(self, texts: list[str]) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
+    def _score_chunk(self, texts: list[str]) -> _Scored:
         owners: list[int] = []
         rows: list[NDArray[np.int64]] = []
         lengths = np.zeros(len(texts), dtype=np.int64)
+        unknown = np.zeros(len(texts), dtype=np.int64)
+        unk_id = self._encoder.unk_id
         for index, ids in enumerate(self._encoder.encode(texts)):
             lengths[index] = len(ids)
+            if unk_id is not None:
+                unknown[index] = np.count_nonzero(ids == unk_id)
             for start, stop in self._encoder.spans(len(ids), truncation=self._truncation):
                 owners.append(index)
                 rows.append(ids[start:stop])
@@ -418,4 +430,4 @@ class Detector:
         weight = np.asarray([max(len(r), 1) for r in rows], dtype=np.float64)
         total = np.bincount(owner, weights=weight, minlength=len(texts))
         scores = np.bincount(owner, weights=weight * p_ai, minlength=len(texts)) / total
-        return scores, np.bincount(owner, minlength=len(texts)), lengths
+        return scores, np.bincount(owner, minlength=len(texts)).astype(np.int64), lengths, unknown

@@ -47,21 +47,31 @@ _ORDER = (OK, WATCH, DRIFTING)
 
 
 def features(
-    encoder: TextEncoder, texts: Sequence[str], scores: Sequence[float], tokens: Sequence[int]
+    scores: Sequence[float], tokens: Sequence[int], unknown_tokens: Sequence[int]
 ) -> dict[str, NDArray[np.float64]]:
-    """The three features of ``texts``, given their scores and token counts (from :meth:`Detector.predict`).
-
-    The texts are encoded again for the unknown-token rate (a tokenizer without an unknown token has rate 0).
-    """
-    rates = np.zeros(len(texts), dtype=np.float64)
-    if encoder.unk_id is not None and len(texts):
-        for k, ids in enumerate(encoder.encode(list(texts))):
-            rates[k] = float(np.count_nonzero(ids == encoder.unk_id)) / max(len(ids), 1)
+    """The three features of scored texts, from their predictions' ``score``, ``tokens`` and ``unknown_tokens``."""
+    counts = np.asarray(tokens, dtype=np.float64)
     return {
         "score": np.asarray(scores, dtype=np.float64),
-        "tokens": np.asarray(tokens, dtype=np.float64),
-        "unk_rate": rates,
+        "tokens": counts,
+        "unk_rate": np.asarray(unknown_tokens, dtype=np.float64) / np.maximum(counts, 1.0),
     }
+
+
+def prediction_features(predictions: Sequence[Any]) -> dict[str, NDArray[np.float64]]:
+    """:func:`features` of :class:`~aidetect_infer.Prediction` or :class:`~aidetect_infer.Explanation` objects."""
+    return features(
+        [p.score for p in predictions], [p.tokens for p in predictions], [p.unknown_tokens for p in predictions]
+    )
+
+
+def count_unknown(encoder: TextEncoder, texts: Sequence[str]) -> NDArray[np.int64]:
+    """How many of each text's content tokens are the tokenizer's unknown token (0 without one)."""
+    counts = np.zeros(len(texts), dtype=np.int64)
+    if encoder.unk_id is not None and len(texts):
+        for k, ids in enumerate(encoder.encode(list(texts))):
+            counts[k] = np.count_nonzero(ids == encoder.unk_id)
+    return counts
 
 
 def histogram(values: NDArray[np.float64], edges: Sequence[float]) -> NDArray[np.int64]:

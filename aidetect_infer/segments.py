@@ -75,6 +75,7 @@ class Explanation:
         windows: Windows the document was scored in.
         tokens: Content tokens of the document.
         segments: Spans that tile the text in order (none for the empty string); see :mod:`aidetect_infer.segments`.
+        unknown_tokens: The document's content tokens that are the tokenizer's unknown token.
     """
 
     label: str
@@ -83,6 +84,7 @@ class Explanation:
     windows: int
     tokens: int
     segments: tuple[Segment, ...]
+    unknown_tokens: int = 0
 
 
 def _check_sizes(min_tokens: int, max_tokens: int) -> None:

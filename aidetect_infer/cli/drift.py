@@ -29,7 +29,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from aidetect_infer.drift import FEATURES, DriftMonitor, DriftReference, features
+    from aidetect_infer.drift import FEATURES, DriftMonitor, DriftReference, prediction_features
 
     items = read_file(args.file)
     detector = load_detector(args)
@@ -45,9 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         for begin in range(0, len(items), chunk):
             texts = [item.text for item in items[begin : begin + chunk]]
-            predictions = detector.predict(texts)
-            scores, tokens = [p.score for p in predictions], [p.tokens for p in predictions]
-            monitor.observe(features(detector.encoder, texts, scores, tokens))
+            monitor.observe(prediction_features(detector.predict(texts)))
             bar.update(len(texts))
     finally:
         bar.close()

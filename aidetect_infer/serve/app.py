@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aidetect_infer import __version__
 from aidetect_infer.detector import Detector, Explanation, Prediction
-from aidetect_infer.drift import DriftMonitor, DriftReference, features
+from aidetect_infer.drift import DriftMonitor, DriftReference, prediction_features
 from aidetect_infer.serve.batcher import DynamicBatcher
 from aidetect_infer.serve.config import ServeConfig
 from aidetect_infer.serve.errors import QueueFullError, ServiceClosedError
@@ -201,14 +201,12 @@ class Service:
 
     def _predict(self, texts: list[str]) -> list[Prediction]:
         predictions = self.detector.predict(texts)
-        scores, tokens = [p.score for p in predictions], [p.tokens for p in predictions]
-        self.drift.observe(features(self.detector.encoder, texts, scores, tokens))
+        self.drift.observe(prediction_features(predictions))
         return predictions
 
     def _explain(self, texts: list[str]) -> list[Explanation]:
         explanations = [self.detector.explain(text) for text in texts]
-        scores, tokens = [e.score for e in explanations], [e.tokens for e in explanations]
-        self.drift.observe(features(self.detector.encoder, texts, scores, tokens))
+        self.drift.observe(prediction_features(explanations))
         return explanations
 
     async def start(self) -> None:

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from aidetect_infer.drift import features, reference_record
+from aidetect_infer.drift import count_unknown, features, reference_record
 
 
 def drift_reference(
     detector: Any, texts: Sequence[str], scores: NDArray[np.float64], tokens: NDArray[np.int64], data: Sequence[str]
 ) -> dict[str, Any]:
     """The ``drift_reference`` record of validation ``texts`` scored ``scores`` with ``tokens`` by ``detector``."""
-    values = features(detector.encoder, texts, scores.tolist(), tokens.tolist())
+    values = features(scores.tolist(), tokens.tolist(), count_unknown(detector.encoder, texts).tolist())
     return reference_record(values, "validation groups of " + ", ".join(Path(d).name for d in data))

@@ -19,6 +19,7 @@ from aidetect_infer.drift import (
     DriftReference,
     features,
     histogram,
+    prediction_features,
     psi,
 )
 
@@ -32,9 +33,27 @@ def drift_detector(drift_bundle) -> Detector:
 
 def report_of(detector: Detector, texts: list[str]):
     monitor = DriftMonitor(DriftReference.from_metadata(detector.metadata.optional))
-    predictions = detector.predict(texts)
-    monitor.observe(features(detector.encoder, texts, [p.score for p in predictions], [p.tokens for p in predictions]))
+    monitor.observe(prediction_features(detector.predict(texts)))
     return monitor.report()
+
+
+def test_unknown_tokens_counted_as_the_tokenizer_counts_them(drift_bundle, drift_detector):
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(drift_bundle / "tokenizer.json"))
+    unk = raw.token_to_id("[UNK]")
+    assert unk is not None
+    texts = [GREEK, "plain words only", "", "symbols \u2603\u2604 and \U0001f600 emoji " * 40, "mixed αβγ text"]
+    predictions = drift_detector.predict(texts)
+    expected = [raw.encode(t, add_special_tokens=False).ids.count(unk) for t in texts]
+    assert [p.unknown_tokens for p in predictions] == expected and any(expected)
+    assert drift_detector.explain(texts[3]).unknown_tokens == expected[3]
+    # the service's features (from the predictions) equal the factory's (from the texts encoded again)
+    values = prediction_features(predictions)
+    rates = np.array(expected, dtype=np.float64) / np.maximum([p.tokens for p in predictions], 1)
+    assert np.array_equal(values["unk_rate"], rates)
+    assert np.array_equal(values["tokens"], [p.tokens for p in predictions])
+    assert features([], [], [])["unk_rate"].shape == (0,)
 
 
 def test_bins_close_on_the_right_and_psi():
