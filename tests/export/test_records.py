@@ -89,4 +89,5 @@ def test_a_pipeline_file_is_checked_once_read(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="exprot"):
         read_pipeline_config(config)
     shipped = read_pipeline_config(Path(__file__).resolve().parents[2] / "configs" / "default.toml")
-    assert shipped.variant == "int8" and shipped.fold_confusables and len(shipped.train) == 2
+    assert shipped.variant == "int8" and shipped.fold_confusables and len(shipped.train) == 3
+    assert shipped.train[-1]["out"] == "runs/mix3" and "base" not in shipped.train[-1]
