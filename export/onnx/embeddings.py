@@ -42,7 +42,7 @@ def quantize_word_rows(model: Any) -> int:
 
     Raises:
         StageError: The graph has no fused embedding node, or one this rewrite does not handle (a word table that
-            is not an initializer, an unused mask with a used ``mask_index``).
+            is not an initializer, a used ``mask_index`` without a mask input, no position ids).
     """
     from onnx import TensorProto, helper, numpy_helper
 
