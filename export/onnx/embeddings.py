@@ -22,6 +22,7 @@ import numpy as np
 
 from export.errors import StageError
 from export.onnx.layernorm import decompose_model
+from export.onnx.nodes import attribute
 
 FUSED_OP = "EmbedLayerNormalization"
 
@@ -57,7 +58,7 @@ def quantize_word_rows(model: Any) -> int:
     inits = {t.name: t for t in graph.initializer}
     if word not in inits:
         raise StageError(f"{node.name}: the word table {word!r} is not an initializer")
-    epsilon = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12)
+    epsilon = attribute(node, "epsilon", 1e-12)
     used = {name for n in graph.node if n is not node for name in n.input} | {o.name for o in graph.output}
 
     for other in (n for n in graph.node if n is not node and word in n.input):

@@ -23,18 +23,13 @@ import numpy as np
 
 from export.errors import StageError
 from export.files import run_stage, staged_file
+from export.onnx.nodes import attribute
 from export.onnx.parity import ParitySet
 
 logger = logging.getLogger(__name__)
 
 MODES = ("decomposed", "fused")
 FUSED_OPS = ("SkipLayerNormalization", "LayerNormalization")
-
-
-def _attr(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def _opset(model: Any) -> int:
@@ -55,12 +50,13 @@ def _decompose_node(node: Any, opset: int, initializers: list[Any]) -> list[Any]
         x, gamma, beta = inputs[:3]
         residual = bias = summed = ""
         extra = [o for o in node.output[1:] if o]
-        if _attr(node, "axis", -1) != -1:
-            raise StageError(f"{node.name}: LayerNormalization over axis {_attr(node, 'axis', -1)} is not rewritten")
+        axis = attribute(node, "axis", -1)
+        if axis != -1:
+            raise StageError(f"{node.name}: LayerNormalization over axis {axis} is not rewritten")
     if extra:
         raise StageError(f"{node.name}: its mean or inverse deviation output is used; it cannot be rewritten")
     p = f"{node.name or node.output[0]}/ln"
-    eps = np.array(_attr(node, "epsilon", 1e-5 if not skip else 1e-12), dtype=np.float32)
+    eps = np.array(attribute(node, "epsilon", 1e-5 if not skip else 1e-12), dtype=np.float32)
     initializers.append(numpy_helper.from_array(eps, p + "/eps"))
 
     def reduce_mean(src: str, dst: str) -> Any:
