@@ -30,7 +30,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aidetect_infer.errors import REBUILD_HINT, BundleError
-from aidetect_infer.tokenization import TextEncoder
 
 FEATURES = ("score", "tokens", "unk_rate")
 EDGES: dict[str, tuple[float, ...]] = {
@@ -63,15 +62,6 @@ def prediction_features(predictions: Sequence[Any]) -> dict[str, NDArray[np.floa
     return features(
         [p.score for p in predictions], [p.tokens for p in predictions], [p.unknown_tokens for p in predictions]
     )
-
-
-def count_unknown(encoder: TextEncoder, texts: Sequence[str]) -> NDArray[np.int64]:
-    """How many of each text's content tokens are the tokenizer's unknown token (0 without one)."""
-    counts = np.zeros(len(texts), dtype=np.int64)
-    if encoder.unk_id is not None and len(texts):
-        for k, ids in enumerate(encoder.encode(list(texts))):
-            counts[k] = np.count_nonzero(ids == encoder.unk_id)
-    return counts
 
 
 def histogram(values: NDArray[np.float64], edges: Sequence[float]) -> NDArray[np.int64]:

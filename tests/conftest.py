@@ -305,20 +305,15 @@ def drift_bundle(tiny_bundle: Path, drift_texts: tuple[list[str], list[str]], tm
     as the factory writes it (:func:`export.calibrate.drift.drift_reference`)."""
     import shutil
 
-    import numpy as np
-
     from aidetect_infer import Detector
     from export.calibrate.drift import drift_reference
 
     out = tmp_path_factory.mktemp("bundles") / "tiny_drift"
     shutil.copytree(tiny_bundle, out)
     detector = Detector.from_pretrained(out, provider="cpu", threads=1)
-    reference = drift_texts[0]
-    predictions = detector.predict(reference)
-    scores = np.array([p.score for p in predictions], dtype=np.float64)
-    tokens = np.array([p.tokens for p in predictions], dtype=np.int64)
+    predictions = detector.predict(drift_texts[0])
     meta_path = out / "aidetect.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta["drift_reference"] = drift_reference(detector, reference, scores, tokens, [SAMPLE_FILE.name])
+    meta["drift_reference"] = drift_reference(predictions, [SAMPLE_FILE.name])
     meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return out

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from export.calibrate.drift import drift_reference
-from export.calibrate.fit import _score, _split, _write, split_records
+from export.calibrate.fit import _split, _write, predicted, split_records
 
 
 def write_drift_reference(bundle: str | Path, data: Sequence[str], threads: int | None = None) -> dict[str, Any]:
@@ -29,8 +29,7 @@ def write_drift_reference(bundle: str | Path, data: Sequence[str], threads: int 
     val_fraction, salt, _ = _split(meta)
     val, _ = split_records(data, val_fraction, salt)
     detector = Detector.from_pretrained(bundle, provider="cpu", threads=threads)
-    scores, tokens = _score(detector, val)
-    meta["drift_reference"] = drift_reference(detector, [r.text for r in val], scores, tokens, data)
+    meta["drift_reference"] = drift_reference(predicted(detector, val)[0], data)
     _write(meta_path, meta)
     Detector.from_pretrained(bundle, provider="cpu", threads=1)  # still loads
     return dict(meta["drift_reference"])

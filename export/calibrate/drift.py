@@ -10,15 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
-from aidetect_infer.drift import count_unknown, features, reference_record
+from aidetect_infer.drift import prediction_features, reference_record
 
 
-def drift_reference(
-    detector: Any, texts: Sequence[str], scores: NDArray[np.float64], tokens: NDArray[np.int64], data: Sequence[str]
-) -> dict[str, Any]:
-    """The ``drift_reference`` record of validation ``texts`` scored ``scores`` with ``tokens`` by ``detector``."""
-    values = features(scores.tolist(), tokens.tolist(), count_unknown(detector.encoder, texts).tolist())
-    return reference_record(values, "validation groups of " + ", ".join(Path(d).name for d in data))
+def drift_reference(predictions: Sequence[Any], data: Sequence[str]) -> dict[str, Any]:
+    """The ``drift_reference`` record of the bundle's :class:`~aidetect_infer.Prediction` objects for the
+    validation groups of the data files ``data`` (scores, content tokens, unknown tokens, as the runtime counts
+    them)."""
+    return reference_record(
+        prediction_features(predictions), "validation groups of " + ", ".join(Path(d).name for d in data)
+    )

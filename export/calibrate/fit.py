@@ -154,9 +154,11 @@ def operating_points(
     return points
 
 
-def _score(detector: Any, records: Sequence[Record]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+def predicted(detector: Any, records: Sequence[Record]) -> tuple[list[Any], NDArray[np.float64], NDArray[np.int64]]:
+    """``detector``'s predictions for ``records``, with their scores and content-token counts as arrays."""
     preds = detector.predict([r.text for r in records])
-    return np.array([p.score for p in preds], dtype=np.float64), np.array([p.tokens for p in preds], dtype=np.int64)
+    scores = np.array([p.score for p in preds], dtype=np.float64)
+    return preds, scores, np.array([p.tokens for p in preds], dtype=np.int64)
 
 
 def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
@@ -203,8 +205,8 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
         "operating_points": [{"false_positive_rate": 0.5, "threshold": meta["threshold"]}],
     }
     calibrated = detector(scaled)
-    scores, tokens = _score(calibrated, val)
-    drift = drift_reference(calibrated, [r.text for r in val], scores, tokens, cfg.data)
+    preds, scores, tokens = predicted(calibrated, val)
+    drift = drift_reference(preds, cfg.data)
     points = operating_points(scores, y, weights)
     ai_point = next(pt for pt in points if pt["false_positive_rate"] == cfg.false_positive_rate)
     band = next(pt for pt in points if pt["false_positive_rate"] == cfg.uncertain_false_positive_rate)
@@ -252,7 +254,7 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
     gens_val = group_report(val, scores, "generator", threshold, human_threshold, min_tokens, tokens)
     report_test: list[dict[str, Any]] = []
     if test:
-        ts, tt = _score(calibrated, test)
+        _, ts, tt = predicted(calibrated, test)
         attacks = sorted({r.attack for r in test if r.label == 1} | {"none"})
         by_attack: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(test):
