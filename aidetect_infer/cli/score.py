@@ -88,6 +88,13 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     errors = Path(args.errors) if args.errors else default_errors_path(output)
     if not output.parent.is_dir():
         raise UsageError(f"{output.parent}: the output directory does not exist")
+    source = Path(args.input).resolve()
+    if len({source, output.resolve(), errors.resolve()}) < 3:
+        raise UsageError(f"input {args.input}, output {output} and errors {errors} must be three different paths")
+    if source.is_dir() and any(p.resolve().is_relative_to(source) for p in (output, errors)):
+        raise UsageError(f"{output} and {errors} must be outside the input folder {args.input}: they would be read")
+    if errors.is_dir():
+        raise UsageError(f"{errors}: is a directory, not a file")
     held = output.is_file() and output.stat().st_size > 0 or output.is_dir() and any(output.iterdir())
     if held and not args.overwrite:
         raise UsageError(f"{output}: already holds results; pass --overwrite to replace them")

@@ -182,3 +182,12 @@ def test_refusals(corpus, tmp_path, capsys):
     (mixed / "b.csv").write_text("text\nx\n")
     assert cli.main(["score", str(mixed), "--out", out, "--engine", "ray"]) == 4
     assert "mixes kinds" in capsys.readouterr().err
+    assert cli.main(["score", str(corpus), "--out", str(corpus), "--engine", "ray", "--overwrite"]) == 4
+    assert "three different paths" in capsys.readouterr().err
+    assert cli.main(["score", str(corpus), "--out", out, "--errors", out, "--engine", "ray"]) == 4
+    assert "three different paths" in capsys.readouterr().err
+    assert cli.main(["score", str(mixed), "--out", str(mixed / "o.jsonl"), "--engine", "ray"]) == 4
+    assert "outside the input folder" in capsys.readouterr().err
+    assert cli.main(["score", str(corpus), "--out", out, "--errors", str(mixed), "--engine", "ray"]) == 4
+    assert "is a directory" in capsys.readouterr().err
+    assert not Path(out).exists()
