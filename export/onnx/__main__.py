@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimize", choices=LEVELS, default="O2", help="graph optimization level")
     p.add_argument(
         "--int8", choices=list(INT8_PRESETS), default="auto",
-        help="int8 preset; auto tries avx512_vnni, avx2, early_ffn_fp32, avx512_vnni_mixed, weight_only; the first "
-        "that passes is kept",
+        help="int8 preset; auto tries avx512_vnni, avx2, outlier_channels (with --calibration), early_ffn_fp32, "
+        "avx512_vnni_mixed, weight_only; the first that passes is kept",
     )  # fmt: skip
     p.add_argument(
         "--quantize-embeddings", action="store_true",
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--layernorm", choices=LAYERNORM_MODES, default="decomposed",
         help="fp32/int8: LayerNorm as plain operators (faster on ONNX Runtime's CPU provider) or fused kernels",
     )  # fmt: skip
-    p.add_argument("--calibration", type=Path, help="training data for static int8 calibration")
+    p.add_argument("--calibration", type=Path, help="training data: static int8 calibration, the outlier channels")
     p.add_argument("--eval", nargs="+", default=[], metavar="SPEC", help="held-out sets, [NAME=]PATH[@SUBSET]")
     p.add_argument("--eval-limit", type=int, default=None, help="at most this many texts per evaluation set")
     p.add_argument("--max-length", type=int, default=None, help="window length (default: training's, or 256)")

@@ -57,7 +57,7 @@ def _texts_by_length(eval_sets: Sequence[EvalSet], extra: Sequence[str]) -> list
 
 
 def calibration_feeds(cfg: BuildConfig, ckpt: Checkpoint) -> tuple[list[str], list[dict[str, NDArray[np.int64]]]]:
-    """Calibration texts and their one-window feeds, for static quantization.
+    """Calibration texts and their one-window feeds, for static quantization and the outlier channels.
 
     Only training data: a file with OUTFOX test records is refused, and the validation groups of the
     checkpoint's split (which the gates evaluate on) are left out.
@@ -74,10 +74,11 @@ def calibration_feeds(cfg: BuildConfig, ckpt: Checkpoint) -> tuple[list[str], li
         raise DataError(f"{cfg.calibration}: every record is in the validation split; calibrate on training data")
     records = kept
     rng = random.Random(0)
-    static = next((q for q in cfg.quantize if q.mode == "static"), None)
+    static = next((q for q in cfg.quantize if q.needs_calibration), None)
     if static is None:
         return [r.text for r in rng.sample(records, min(len(records), 64))], []
-    texts = [r.text for r in rng.sample(records, min(len(records), static.calibration_size))]
+    size = max(q.calibration_size for q in cfg.quantize if q.needs_calibration)
+    texts = [r.text for r in rng.sample(records, min(len(records), size))]
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(ckpt.tokenizer_path))
@@ -118,8 +119,8 @@ def build_bundles(cfg: BuildConfig, *, progress: Progress | None = None) -> list
     if cfg.gate is not None and any(v != "fp32" for v in cfg.variants) and not eval_sets:
         raise ConfigError(f"{', '.join(v for v in cfg.variants if v != 'fp32')} need --eval data for the gate")
     calib_texts, calib_feeds = calibration_feeds(cfg, ckpt)
-    if any(q.mode == "static" for q in cfg.quantize) and "int8" in cfg.variants and not calib_feeds:
-        raise ConfigError("static int8 quantization needs --calibration FILE (training data)")
+    if all(q.needs_calibration for q in cfg.quantize) and "int8" in cfg.variants and not calib_feeds:
+        raise ConfigError("static int8 and the outlier channels need --calibration FILE (training data)")
     progress.planned(len(set(cfg.variants) | {"fp32"}) * sum(len(s.texts) for s in eval_sets))
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))

@@ -29,6 +29,7 @@ INT8_LADDER = (
     # 7-bit weights: on CPUs without VNNI the full-range u8 x s8 products saturate, and the gate (run on the
     # build machine) then fails full-range int8 where 7-bit weights pass
     QuantizeConfig.avx2(),
+    QuantizeConfig.outlier_channels(),
     QuantizeConfig.early_ffn_fp32(),
     QuantizeConfig.avx512_vnni_mixed(),
     QuantizeConfig.weight_only(),
@@ -150,6 +151,7 @@ INT8_PRESETS = {
     "weight_only": (QuantizeConfig.weight_only(),),
     "avx2": (QuantizeConfig.avx2(),),
     "early_ffn_fp32": (QuantizeConfig.early_ffn_fp32(),),
+    "outlier_channels": (QuantizeConfig.outlier_channels(),),
     "static_qdq": (QuantizeConfig.static_qdq(),),
 }
 

@@ -119,7 +119,11 @@ class VariantBuilder:
         for i, qcfg in enumerate(self.cfg.quantize):
             self.progress.stage(f"quantizing to int8 ({qcfg.mode}, setting {i + 1} of {len(self.cfg.quantize)})")
             recipe = list(fp32[1])
-            calib = calib_feeds if qcfg.mode == "static" else None
+            if qcfg.needs_calibration and not calib_feeds:
+                logger.info("int8 setting %d of %d (%s) skipped: it needs calibration data", i + 1,
+                            len(self.cfg.quantize), qcfg.to_dict())  # fmt: skip
+                continue
+            calib = calib_feeds if qcfg.needs_calibration else None
             path = quantize(fp32[0], self.work / f"int8-{i}.onnx", qcfg, calibration=calib, parity=self.parity,
                             recipe=recipe)  # fmt: skip
             if failures:

@@ -324,3 +324,110 @@ def test_early_ffn_preset_leaves_the_first_ffn_outputs_float(stage_inputs: Any, 
     early = [name for name in lin2 if any(f"layer.{k}/" in name for k in range(min(3, layers)))]
     assert early and all(lin2[name] == "MatMul" for name in early)
     assert all(op != "MatMul" for name, op in lin2.items() if name not in early)
+
+
+def _input_peaks(model: Any, feeds: Any) -> dict[str, np.ndarray]:
+    """Per input channel, the largest |value| into each FFN and attention output projection, from PyTorch."""
+    import torch
+
+    peaks: dict[str, np.ndarray] = {}
+    hooks = []
+    for k, layer in enumerate(model.distilbert.transformer.layer):
+        for name, module in (("ffn/lin1", layer.ffn.lin1), ("ffn/lin2", layer.ffn.lin2),
+                             ("attention/out_lin", layer.attention.out_lin)):  # fmt: skip
+            key = f"layer.{k}/{name}/"
+
+            def record(_m: Any, args: tuple, key: str = key) -> None:
+                peak = args[0].detach().abs().reshape(-1, args[0].shape[-1]).max(dim=0).values.numpy()
+                peaks[key] = np.maximum(peaks[key], peak) if key in peaks else peak
+
+            hooks.append(module.register_forward_pre_hook(record))
+    try:
+        with torch.no_grad():
+            for feed in feeds:
+                model(
+                    input_ids=torch.from_numpy(feed["input_ids"]),
+                    attention_mask=torch.from_numpy(feed["attention_mask"]),
+                )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return peaks
+
+
+def test_outlier_channels_split_exactly_and_are_the_largest(stage_inputs: Any, tmp_path: Path) -> None:
+    from export.onnx.outliers import split_outliers
+
+    ckpt, parity, raw = stage_inputs
+    src = optimize(raw, tmp_path / "o2.onnx", OptimizeConfig("O2"), architecture=ckpt.architecture(), parity=parity)
+    model = onnx.load(str(src))
+    chosen = split_outliers(model, parity.feeds, 2)
+    split = tmp_path / "split.onnx"
+    onnx.save(model, str(split))
+    # the same function in fp32: the two products add up to the original one
+    assert np.abs(probabilities(parity, split) - probabilities(parity, src)).max() < 1e-5
+    # the channels are the two largest by PyTorch's own activations on the same windows
+    reference = _input_peaks(ckpt.model, parity.feeds)
+    assert len(chosen) == 3 * ckpt.model.config.n_layers
+    for node, channels in chosen.items():
+        (key,) = [k for k in reference if k in node]
+        assert sorted(channels) == sorted(np.argsort(-reference[key])[:2].tolist())
+    with pytest.raises(ExportError, match="calibration"):
+        split_outliers(onnx.load(str(src)), [], 2)
+    with pytest.raises(ValueError, match="dynamic"):
+        QuantizeConfig(mode="static", outliers=4)
+    with pytest.raises(ValueError, match="outliers"):
+        QuantizeConfig(outliers=-1)
+
+
+def test_outlier_channels_cut_the_int8_error_of_an_outlier(
+    stage_inputs: Any, sample_texts: list[str], tmp_path: Path
+) -> None:
+    import copy
+
+    import torch
+
+    ckpt, _, _ = stage_inputs
+    model = copy.deepcopy(ckpt.model)
+    # one channel of every first LayerNorm (the FFN's input) made 40x larger, as MiniLM's channel 99 is
+    with torch.no_grad():
+        for layer in model.distilbert.transformer.layer:
+            layer.sa_layer_norm.weight[5] *= 40.0
+            layer.sa_layer_norm.bias[5] *= 40.0
+    spiked_ckpt = dataclasses.replace(ckpt, model=model)
+    parity = parity_set(spiked_ckpt, sample_texts, MAX_LENGTH)
+    spiked = export_onnx(spiked_ckpt, tmp_path / "spiked.onnx", ExportConfig(max_length=MAX_LENGTH), parity=parity)
+    # only the FFN inputs are quantized, in both graphs: layer 0's product then sees the same float input in
+    # both, and the difference in its output is the split alone
+    only = QuantizeConfig(exclude=(r"(q_lin|k_lin|v_lin|out_lin|lin2|classifier)",))
+    plain = quantize(spiked, tmp_path / "plain.onnx", only)
+    recipe: list[dict[str, Any]] = []
+    split = quantize(spiked, tmp_path / "split.onnx", dataclasses.replace(only, outliers=2),
+                     calibration=parity.feeds, recipe=recipe)  # fmt: skip
+    graph = onnx.load(str(split)).graph
+    kept = [n for n in graph.node if n.name.endswith("/outliers")]
+    assert kept and all(n.op_type == "MatMul" for n in kept)
+    assert "DynamicQuantizeLinear" in ops(split) or "DynamicQuantizeMatMul" in ops(split)
+    lin1 = {k: v for k, v in recipe[-1]["outlier_channels_by_node"].items() if "ffn/lin1" in k}
+    assert lin1 and all(5 in channels for channels in lin1.values())
+    assert recipe[-1]["outlier_channels"] == 2 and recipe[-1]["calibration_windows"] == len(parity.feeds)
+    (first,) = [n for n in onnx.load(str(spiked)).graph.node if "layer.0/ffn/lin1" in n.name and n.op_type == "MatMul"]
+    exact = _tensor(spiked, first.output[0], parity.feeds[0])
+    error_plain = np.abs(_tensor(plain, first.output[0], parity.feeds[0]) - exact).mean()
+    error_split = np.abs(_tensor(split, first.output[0], parity.feeds[0]) - exact).mean()
+    assert error_split < error_plain / 4
+    # and the model's answers are no further from fp32 than without the split
+    p_exact = probabilities(parity, spiked)
+    p_plain, p_split = probabilities(parity, plain), probabilities(parity, split)
+    assert np.abs(p_split - p_exact).mean() <= np.abs(p_plain - p_exact).mean() + 1e-3
+
+
+def _tensor(path: Path, name: str, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """The value of the tensor ``name`` of the graph at ``path`` on ``feed``."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return session.run([name], {k: v for k, v in feed.items() if k in names})[0]
