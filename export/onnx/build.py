@@ -74,11 +74,10 @@ def calibration_feeds(cfg: BuildConfig, ckpt: Checkpoint) -> tuple[list[str], li
         raise DataError(f"{cfg.calibration}: every record is in the validation split; calibrate on training data")
     records = kept
     rng = random.Random(0)
-    static = next((q for q in cfg.quantize if q.needs_calibration), None)
-    if static is None:
+    users = [q for q in cfg.quantize if q.needs_calibration]
+    if not users:
         return [r.text for r in rng.sample(records, min(len(records), 64))], []
-    size = max(q.calibration_size for q in cfg.quantize if q.needs_calibration)
-    texts = [r.text for r in rng.sample(records, min(len(records), size))]
+    texts = [r.text for r in rng.sample(records, min(len(records), max(q.calibration_size for q in users)))]
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(ckpt.tokenizer_path))
@@ -86,7 +85,8 @@ def calibration_feeds(cfg: BuildConfig, ckpt: Checkpoint) -> tuple[list[str], li
     tokenizer.enable_truncation(max_length=cfg.export.max_length)
     rows = [enc.ids for enc in tokenizer.encode_batch(texts)]
     # Histogram calibration (entropy, percentile) stacks activations, so its windows must share one length.
-    width = cfg.export.max_length if static.calibration_method != "minmax" else None
+    stacked = any(q.mode == "static" and q.calibration_method != "minmax" for q in users)
+    width = cfg.export.max_length if stacked else None
     return texts, [pad_rows([row], ckpt.pad_id, ckpt.input_names, width) for row in rows]
 
 

@@ -387,7 +387,7 @@ def quantize(
     logger.info("%s: int8 (%s), max abs logit difference %.3g", onnx_out, cfg.mode, diff)
     if recipe is not None:
         entry = {"stage": "quantize", **cfg.to_dict(), "parity_max_abs_logit_diff": diff}
-        if cfg.mode == "static" or cfg.outliers:
+        if cfg.needs_calibration:
             entry["calibration_windows"] = min(len(calibration or ()), cfg.calibration_size)
         if chosen:
             entry["outlier_channels_by_node"] = chosen
