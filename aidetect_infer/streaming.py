@@ -133,6 +133,21 @@ def truncate_after(path: Path, limit: int | None = None) -> dict[str, Any] | Non
     return None
 
 
+def check_distinct(source: Path, output: Path, errors: Path, *, what: str) -> None:
+    """Refuse an input, output and errors path that coincide, or an output whose directory is missing.
+
+    ``what`` names the paths in the message: ``"files"`` for a file run, ``"paths"`` where the input may be a
+    folder and the output a directory (``score --engine ray``).
+
+    Raises:
+        InvalidValueError: Two of the paths coincide, or the output's directory does not exist.
+    """
+    if len({source.resolve(), output.resolve(), errors.resolve()}) < 3:
+        raise InvalidValueError(f"input {source}, output {output} and errors {errors} must be three different {what}")
+    if not output.parent.is_dir():
+        raise InvalidValueError(f"{output.parent}: the output directory does not exist")
+
+
 def check_paths(
     input_path: str | os.PathLike[str], output: Path, errors: Path, *, resume: bool, overwrite: bool
 ) -> None:
@@ -147,10 +162,7 @@ def check_paths(
     source = Path(input_path)
     if not source.exists() or source.is_dir():
         raise InvalidValueError(f"{source}: cannot read input file (no such file)")
-    if len({source.resolve(), output.resolve(), errors.resolve()}) < 3:
-        raise InvalidValueError(f"input {source}, output {output} and errors {errors} must be three different files")
-    if not output.parent.is_dir():
-        raise InvalidValueError(f"{output.parent}: the output directory does not exist")
+    check_distinct(source, output, errors, what="files")
     if output.is_dir() or errors.is_dir():
         raise InvalidValueError(f"{output if output.is_dir() else errors}: is a directory, not a file")
     if output.is_file() and output.stat().st_size > 0 and not (resume or overwrite):

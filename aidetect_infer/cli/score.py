@@ -13,7 +13,7 @@ from pathlib import Path
 from aidetect_infer.cli.common import Command, add_model_arguments, detector_options, load_detector
 from aidetect_infer.errors import ExitCode, UsageError
 from aidetect_infer.progress import ProgressBar
-from aidetect_infer.streaming import CHUNK_TEXTS, check_paths, default_errors_path, score_file
+from aidetect_infer.streaming import CHUNK_TEXTS, check_distinct, check_paths, default_errors_path, score_file
 from aidetect_infer.textio import open_text
 
 HELP = "score a large file into a JSONL file of results, one per input line; --resume continues a stopped run"
@@ -86,11 +86,8 @@ def _run_on_ray(args: argparse.Namespace) -> int:
         raise UsageError(f"--actors must be a positive integer, got {args.actors}")
     output = Path(args.out)
     errors = Path(args.errors) if args.errors else default_errors_path(output)
-    if not output.parent.is_dir():
-        raise UsageError(f"{output.parent}: the output directory does not exist")
+    check_distinct(Path(args.input), output, errors, what="paths")
     source = Path(args.input).resolve()
-    if len({source, output.resolve(), errors.resolve()}) < 3:
-        raise UsageError(f"input {args.input}, output {output} and errors {errors} must be three different paths")
     if source.is_dir() and any(p.resolve().is_relative_to(source) for p in (output, errors)):
         raise UsageError(f"{output} and {errors} must be outside the input folder {args.input}: they would be read")
     if errors.is_dir():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from export.calibrate.drift import drift_reference
-from export.calibrate.fit import _split, _write, predicted, split_records
+from export.calibrate.fit import bundle_split, predicted, split_records, write_metadata
 
 
 def write_drift_reference(bundle: str | Path, data: Sequence[str], threads: int | None = None) -> dict[str, Any]:
@@ -26,11 +26,11 @@ def write_drift_reference(bundle: str | Path, data: Sequence[str], threads: int 
 
     meta_path = Path(bundle) / "aidetect.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    val_fraction, salt, _ = _split(meta)
+    val_fraction, salt, _ = bundle_split(meta)
     val, _ = split_records(data, val_fraction, salt)
     detector = Detector.from_pretrained(bundle, provider="cpu", threads=threads)
     meta["drift_reference"] = drift_reference(predicted(detector, val)[0], data)
-    _write(meta_path, meta)
+    write_metadata(meta_path, meta)
     Detector.from_pretrained(bundle, provider="cpu", threads=1)  # still loads
     return dict(meta["drift_reference"])
 

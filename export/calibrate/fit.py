@@ -79,7 +79,7 @@ class CalibrateConfig:
             raise ValueError("uncertain_false_positive_rate must lie above false_positive_rate and below 1")
 
 
-def _split(bundle_meta: dict[str, Any]) -> tuple[float, str, dict[str, float] | None]:
+def bundle_split(bundle_meta: dict[str, Any]) -> tuple[float, str, dict[str, float] | None]:
     """The bundle's training split and mix shares (a pruned checkpoint's shares are its source run's)."""
     training = TrainingRecord.from_dict(bundle_meta.get("training") or {})
     source = TrainingRecord.from_dict((training.source or {}).get("training") or {})
@@ -177,7 +177,7 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
     meta_path = bundle / "aidetect.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta.pop("decision", None)
-    val_fraction, salt, recorded_shares = _split(meta)
+    val_fraction, salt, recorded_shares = bundle_split(meta)
     shares = cfg.shares if cfg.shares is not None else recorded_shares
     val, test = split_records(cfg.data, val_fraction, salt)
     y = np.array([r.label for r in val], dtype=np.int64)
@@ -276,7 +276,7 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
         "held_out": report_test,
         "note": "validation groups chose every setting; the held-out OUTFOX test half is reported only",
     }
-    _write(meta_path, meta)
+    write_metadata(meta_path, meta)
     Detector.from_pretrained(bundle, provider="cpu", threads=1)  # still loads, with the new decision
     card = bundle / "README.md"
     if card.is_file():
@@ -293,7 +293,8 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
     return {"decision": decision, "validation": report_val, "generators": gens_val, "held_out": report_test}
 
 
-def _write(path: Path, meta: dict[str, Any]) -> None:
+def write_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """Replace the bundle's ``aidetect.json`` with ``meta`` (written beside it, then renamed into place)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
