@@ -372,6 +372,24 @@ def test_outlier_channels_split_exactly_and_are_the_largest(stage_inputs: Any, t
     for node, channels in chosen.items():
         (key,) = [k for k in reference if k in node]
         assert sorted(channels) == sorted(np.argsort(-reference[key])[:2].tolist())
+    # a fused FFN's outlier neurons are computed in fp32 from the FFN input: the input product's weight columns
+    # and GELU bias for them are zero (GELU(0) = 0), so they reach the int8 output product as exact zeros
+    graph = model.graph
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    by_output = {o: n for n in graph.node for o in n.output}
+    lin2 = {p: c for p, c in chosen.items() if "ffn/lin2" in p}
+    assert lin2 and all(f"{p}/neurons/outliers" in {n.name for n in graph.node} for p in lin2)
+    for p, channels in lin2.items():
+        (product,) = [n for n in graph.node if n.name == p]
+        gelu = by_output[product.input[0]]
+        assert gelu.op_type == "BiasGelu" and not inits[gelu.input[1]][channels].any()
+        (lin1,) = [n for n in graph.node if n.name == p.replace("ffn/lin2", "ffn/lin1")]  # its int8 product
+        assert not inits[lin1.input[1]][:, channels].any() and inits[lin1.input[1]].any()
+        assert not inits[product.input[1]][channels].any()
+    # no weight is left behind unused: the split adds the fp32 rows only
+    assert {i.name for i in graph.initializer} <= {x for n in graph.node for x in n.input}
+    before = sum(a.nbytes for a in (onnx.numpy_helper.to_array(i) for i in onnx.load(str(src)).graph.initializer))
+    assert sum(a.nbytes for a in inits.values()) < 1.1 * before
     with pytest.raises(ExportError, match="calibration"):
         split_outliers(onnx.load(str(src)), [], 2)
     with pytest.raises(ValueError, match="dynamic"):
