@@ -43,14 +43,15 @@ Where the rest of the error is, on the shipped (pruned) model: the gate's full v
 decisions at the gate's threshold (the checkpoint's equal-error point, 0.622 before calibration) and of the
 three labels at the shipped operating points (uncertain from 0.719, AI from 0.963); speed on 96 detectgpt
 validation texts and one 128-token call, 2 threads, medians of 5 interleaved rounds, against the masked split
-measured in the same run (three runs):
+measured in the same run (three runs; the module's form against the masked split in three more: 1.05x, 0.95x,
+0.99x texts/s, the machine's noise):
 
 ==================================================  ==============  =============  =========  ========  ========
 k = 8, int8 tables unless said                      mean / max dP   agree det/l2r  labels     texts/s   128 tok
 ==================================================  ==============  =============  =========  ========  ========
 masked split (the previous form)                    0.0132 / 0.187  98.20 / 99.06  97.90      1.00x     1.00x
 + outlier rows of the int8 weights zeroed           0.0122 / 0.181  98.38 / 99.13  97.96      -         -
-+ FFN outlier neurons end to end (this module)      0.0121 / 0.174  98.50 / 99.00  97.84      1.05x     1.00x
++ FFN outlier neurons end to end (this module)      0.0121 / 0.174  98.50 / 99.00  97.84      1.00x     1.00x
 masked split, k = 16                                0.0134 / 0.188  98.44 / 99.20  97.78      -         -
 masked split, 7-bit weights (``reduce_range``)      0.0127 / 0.142  97.96 / 99.13  98.44      -         -
 masked split, float tables (59 MB)                  0.0144 / 0.164  98.26 / 98.93  97.90      -         -
