@@ -190,21 +190,22 @@ def split_outliers(
     # The FFN output products of a fused FFN: their outlier inputs are neurons, which the FFN input product then
     # leaves out (zero weight columns and bias: GELU(0) = 0, exactly) and the fp32 path computes from its input.
     weights = {n.input[1]: numpy_helper.to_array(inits[n.input[1]]) for n in nodes}
-    neurons: dict[str, tuple[Any, Any, NDArray[np.int64]]] = {}
+    neurons: dict[str, tuple[str, NDArray[np.int64]]] = {}  # by output product: the FFN input, the neurons
     for node in nodes:
         gelu = _ffn_source(node, producer, consumers, inits)
         if gelu is None:
             continue
         lin1 = producer[gelu.input[0]]
         channels = top(node.input[0], weights[node.input[1]].shape[0])
-        neurons[node.name] = (lin1, gelu, channels)
-        w1 = weights.get(lin1.input[1], numpy_helper.to_array(inits[lin1.input[1]])).copy()
+        neurons[node.name] = (lin1.input[0], channels)
+        w = lin1.input[1]
+        w1 = (weights[w] if w in weights else numpy_helper.to_array(inits[w])).copy()
         bias = numpy_helper.to_array(inits[gelu.input[1]]).copy()
         add(w1[:, channels], f"{node.name}/neuron_weight")
         add(bias[channels], f"{node.name}/neuron_bias")
         w1[:, channels] = 0.0
         bias[channels] = 0.0
-        weights[lin1.input[1]] = w1
+        weights[w] = w1
         gelu.input[1] = add(bias, f"{node.name}/inlier_bias")
     chosen: dict[str, list[int]] = {}
     rewritten: list[Any] = []
@@ -217,16 +218,15 @@ def split_outliers(
         x, w = node.input
         p, out = node.name, node.output[0]
         weight = weights[w]
-        channels = neurons[p][2] if p in neurons else top(x, weight.shape[0])
+        channels = neurons[p][1] if p in neurons else top(x, weight.shape[0])
         inliers = weight.copy()
         inliers[channels] = 0.0  # the int8 weight scales then fit the other rows
         add(inliers, f"{p}/int8_weight")
         add(weight[channels], f"{p}/outlier_weight")
         if p in neurons:
-            lin1 = neurons[p][0]
             rewritten += [
                 helper.make_node("MatMul", [x, f"{p}/int8_weight"], [f"{p}/int8_output"], name=p),
-                helper.make_node("MatMul", [lin1.input[0], f"{p}/neuron_weight"], [f"{p}/neuron_input"],
+                helper.make_node("MatMul", [neurons[p][0], f"{p}/neuron_weight"], [f"{p}/neuron_input"],
                                  name=f"{p}/neurons/outliers"),
                 helper.make_node("BiasGelu", [f"{p}/neuron_input", f"{p}/neuron_bias"], [f"{p}/outlier_input"],
                                  name=f"{p}/neurons/gelu", domain="com.microsoft"),
