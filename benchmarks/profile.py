@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.engines import ENGINES, MAX_LENGTH, THREADS, load_engine, load_hf_model
-from benchmarks.models import CACHE_DIR, Models, build_models, is_built
+from benchmarks.models import CACHE_DIR, PEERS, Models, build_models, is_built
 from benchmarks.roofline import workload
 
 DETECTOR_CHUNK = 256
@@ -64,24 +64,31 @@ def _bundle_encoder(models: Models, engine: str) -> tuple[Any, Any]:
 
 
 def _aidetect_stages(models: Models, engine: str, texts: list[str], batch_size: int, clock: Clock) -> None:
-    from aidetect_infer.session import create_session, run_logits, validate_graph
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aidetect_infer.loading import intra_op_threads, load_parts
+    from aidetect_infer.session import run_logits, validate_graph
 
     bundle, encoder = _bundle_encoder(models, engine)
-    session = create_session(bundle.model_path, provider="cpu", threads=THREADS)
+    # As Detector.from_pretrained runs it: a batch-dependent graph one window per call, the calls spread over the
+    # one-thread session from as many threads as the main session has.
+    session, _, meta, parallel = load_parts(bundle.path, provider="cpu", threads=THREADS, variant=None)
     graph = validate_graph(session)
+    size = 1 if meta.batch_dependent else batch_size
+    callers = intra_op_threads(session) if parallel is not None else 1
+    runner = parallel or session
     rows0 = [ids[: encoder.content_length] for ids in encoder.encode(texts[:batch_size])]
-    run_logits(session, graph, *encoder.pad_batch(rows0))  # warm-up
+    run_logits(session, graph, *encoder.pad_batch(rows0[:size]))  # warm-up
     with clock.stage("whole call"):
         with clock.stage("tokenization"):
             ids = encoder.encode(texts)
         with clock.stage("windows, sort, padding"):
             rows = [row[: encoder.content_length] for row in ids]
             order = sorted(range(len(rows)), key=lambda k: -len(rows[k]))
-            batches = [
-                encoder.pad_batch([rows[k] for k in order[i : i + batch_size]]) for i in range(0, len(rows), batch_size)
-            ]
+            batches = [encoder.pad_batch([rows[k] for k in order[i : i + size]]) for i in range(0, len(rows), size)]
         with clock.stage("ONNX Runtime run"):
-            logits = [run_logits(session, graph, *batch) for batch in batches]
+            with ThreadPoolExecutor(callers) as pool:
+                logits = list(pool.map(lambda batch: run_logits(runner, graph, *batch), batches))
         with clock.stage("softmax, restore order"):
             np.concatenate(logits)
 
@@ -109,11 +116,12 @@ def ort_operator_profile(model_path: Path, feeds: Sequence[dict[str, np.ndarray]
 
 
 def _aidetect_feeds(models: Models, engine: str, texts: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
-    _, encoder = _bundle_encoder(models, engine)
+    bundle, encoder = _bundle_encoder(models, engine)
+    size = 1 if bundle.metadata.batch_dependent else batch_size  # the calls the Detector makes
     rows = sorted((ids[: encoder.content_length] for ids in encoder.encode(texts)), key=len, reverse=True)
     feeds = []
-    for i in range(0, len(rows), batch_size):
-        input_ids, mask = encoder.pad_batch(rows[i : i + batch_size])
+    for i in range(0, len(rows), size):
+        input_ids, mask = encoder.pad_batch(rows[i : i + size])
         feeds.append({"input_ids": input_ids, "attention_mask": mask})
     return feeds
 
@@ -148,17 +156,28 @@ def _forward_of(models: Models, engine: str) -> Callable[[Any], Any]:
     return lambda inputs: ort_model(**inputs)
 
 
+def _peer_stages(models: Models, engine: str, texts: list[str], batch_size: int, clock: Clock) -> None:
+    """CTranslate2 and OpenVINO: their scorer is one call (tokenization included); no stages to split."""
+    scorer = load_engine(models, engine, threads=THREADS).scorer(batch_size, MAX_LENGTH)
+    scorer(texts[:batch_size])  # warm-up
+    with clock.stage("whole call"), clock.stage("runtime call, tokenization included"):
+        scorer(texts)
+
+
 def profile(models: Models, engine: str, texts: list[str], batch_size: int, *, ops: bool = True) -> str:
     """Profile one engine on ``texts``; returns a Markdown section."""
     clock = Clock()
     aidetect = engine.startswith("aidetect-")
+    peer = engine in PEERS
     if aidetect:
         _aidetect_stages(models, engine, texts, batch_size, clock)
+    elif peer:
+        _peer_stages(models, engine, texts, batch_size, clock)
     else:
         _pipeline_stages(models, engine, texts, batch_size, clock)
     whole = clock.wall.pop("whole call")
     whole_cpu = clock.cpu.pop("whole call")
-    if not aidetect:
+    if not aidetect and not peer:
         clock.wall["pipeline overhead"] = max(0.0, whole - sum(clock.wall.values()))
         clock.cpu["pipeline overhead"] = max(0.0, whole_cpu - sum(clock.cpu.values()))
     from tokenizers import Tokenizer
