@@ -13,8 +13,9 @@ The TOML file names every stage and its options:
 - ``[calibrate]`` (optional): options of :class:`export.calibrate.fit.CalibrateConfig`, applied to the shipped
   variant.
 - top level: ``name`` (the bundle name), ``work_dir`` (intermediate results, git-ignored), ``out`` (where the
-  chosen bundle goes, e.g. ``models/default``), ``variant`` (which exported variant to ship) and ``data_dir``
-  (where the data files named in the stages are found; default the repository's ``data/``).
+  chosen bundle goes, e.g. ``models/default``), ``variant`` (which exported variant to ship), ``data_dir``
+  (where the data files named in the stages are found; default the repository's ``data/``) and
+  ``snap_weights`` (export again from the int8 bundle's weights in fp32, :mod:`export.recover`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from typing import Any
 
 from export.errors import ConfigError
 
-TOP_LEVEL = ("name", "work_dir", "out", "variant", "data_dir", "train", "normalize", "prune", "export", "calibrate")
+TOP_LEVEL = (
+    "name", "work_dir", "out", "variant", "data_dir", "snap_weights",
+    "train", "normalize", "prune", "export", "calibrate",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,9 @@ class PipelineConfig:
         out: Where the shipped bundle goes.
         variant: The exported variant that ships.
         data_dir: Where data files named by file name are found (``None``: the repository's ``data/``).
+        snap_weights: After the export, export again from the int8 bundle's weights in fp32
+            (:mod:`export.recover`): the fp32 variant and the int8 gate's reference are then the weights the int8
+            graph holds, and the gate measures what the activation quantization changes.
     """
 
     path: Path
@@ -59,6 +66,7 @@ class PipelineConfig:
     out: Path = Path("models/default")
     variant: str = "int8"
     data_dir: str | None = None
+    snap_weights: bool = False
 
     def __post_init__(self) -> None:
         if not self.train:
@@ -95,4 +103,5 @@ def read_pipeline_config(path: str | os.PathLike[str]) -> PipelineConfig:
         out=Path(config.get("out", "models/default")),
         variant=str(config.get("variant", "int8")),
         data_dir=config.get("data_dir"),
+        snap_weights=bool(config.get("snap_weights", False)),
     )

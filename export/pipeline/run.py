@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from export.data.records import sha256_file, use_data_dir
+from export.errors import ConfigError
 from export.files import replace_dir
 from export.pipeline.config import PipelineConfig
 from export.progress import LogProgress, Progress
@@ -87,11 +88,10 @@ def _prune(config: PipelineConfig, checkpoint: Path, resume: bool, progress: Pro
     return prune_checkpoint(job, progress=progress)
 
 
-def _export(config: PipelineConfig, checkpoint: Path, resume: bool, progress: Progress) -> Path:
+def _export(config: PipelineConfig, checkpoint: Path, resume: bool, progress: Progress, bundles: Path) -> Path:
     from export.onnx.build import build_bundles
     from export.onnx.recipe import build_config
 
-    bundles = config.work_dir / "bundles"
     if resume and (bundles / config.variant / "aidetect.json").is_file():
         logger.info("export: reusing %s", bundles)
         return bundles
@@ -102,6 +102,33 @@ def _export(config: PipelineConfig, checkpoint: Path, resume: bool, progress: Pr
     )
     build_bundles(build_config(checkpoint, bundles, {**options, "overwrite": True}), progress=progress)
     return bundles
+
+
+def snap(config: PipelineConfig, bundles: Path, resume: bool, progress: Progress) -> Path:
+    """Export again from the int8 bundle in ``bundles``, its weights recovered in fp32 (:mod:`export.recover`).
+
+    Returns the new bundles' parent directory. The shipped variant's recipe starts with a ``snap`` stage naming
+    the graph the weights came from.
+    """
+    from export.recover import recover
+
+    if config.variant != "int8":
+        raise ConfigError(f"{config.path}: snap_weights needs the int8 variant to ship, not {config.variant!r}")
+    out = config.work_dir / "bundles-snapped"
+    if resume and (out / config.variant / "aidetect.json").is_file():
+        logger.info("snap: reusing %s", out)
+        return out
+    checkpoint = config.work_dir / "snapped"
+    logger.info("snap: python -m export.recover %s --out %s", bundles / "int8", checkpoint)
+    record = recover(bundles / "int8", checkpoint)
+    _export(config, checkpoint, False, progress, out)
+    meta_path = out / config.variant / "aidetect.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    stage = {"stage": "snap", "source_sha256": record["source"]["model.onnx"]}
+    stage.update({k: v for k, v in record.items() if k.startswith("max_abs_logit_diff")})
+    meta["recipe"] = [stage, *meta.get("recipe", [])]
+    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
 
 
 def run_pipeline(
@@ -129,7 +156,9 @@ def run_pipeline(
         checkpoint = _prune(config, checkpoint, resume, progress)
     if until == "prune":
         return None
-    bundles = _export(config, checkpoint, resume, progress)
+    bundles = _export(config, checkpoint, resume, progress, config.work_dir / "bundles")
+    if config.snap_weights:
+        bundles = snap(config, bundles, resume, progress)
     if until == "export":
         return None
     if config.calibrate is not None:

@@ -19,7 +19,8 @@ def test_to_argv() -> None:
     assert argv == ["--batch-size", "16", "--distill", "--variant", "fp32", "int8"]
 
 
-def test_pipeline_trains_exports_and_ships(tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path) -> None:
+def _tiny_config(tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path, top: str = "") -> Path:
+    """A pipeline of one short training stage and an int8 export of the tiny checkpoint; ``top``: more keys."""
     data = tmp_path / "data.jsonl"
     data.write_text(
         "".join(json.dumps({"text": t, "label": i % 2, "group": f"g{i}"}) + "\n" for i, t in enumerate(sample_texts)),
@@ -32,6 +33,7 @@ name = "tiny-pipeline"
 work_dir = "{tmp_path / "work"}"
 out = "{tmp_path / "shipped"}"
 variant = "int8"
+{top}
 
 [[train]]
 base = "{tiny_checkpoint}"
@@ -49,6 +51,11 @@ threads = 1
 """,
         encoding="utf-8",
     )
+    return config
+
+
+def test_pipeline_trains_exports_and_ships(tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path) -> None:
+    config = _tiny_config(tiny_checkpoint, sample_texts, tmp_path)
     assert main(["--config", str(config)]) == 0
     shipped = tmp_path / "shipped"
     meta = json.loads((shipped / "aidetect.json").read_text())
@@ -63,3 +70,29 @@ threads = 1
     # --resume reuses every finished stage and ships the same bundle again
     assert main(["--config", str(config), "--resume"]) == 0
     assert (shipped / "model.onnx").read_bytes() == (tmp_path / "work" / "bundles" / "int8" / "model.onnx").read_bytes()
+
+
+def test_snapped_weights_are_exactly_what_the_shipped_int8_holds(
+    tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path
+) -> None:
+    from safetensors.numpy import load_file
+
+    from export.recover import recover
+
+    config = _tiny_config(tiny_checkpoint, sample_texts, tmp_path, top="snap_weights = true")
+    assert main(["--config", str(config)]) == 0
+    shipped = tmp_path / "shipped"
+    meta = json.loads((shipped / "aidetect.json").read_text())
+    first = json.loads((tmp_path / "work" / "bundles" / "int8" / "aidetect.json").read_text())
+    assert meta["recipe"][0]["stage"] == "snap"
+    assert meta["recipe"][0]["source_sha256"] == first["files"]["model.onnx"]["sha256"]
+    assert (shipped / "model.onnx").read_bytes() == (
+        tmp_path / "work" / "bundles-snapped" / "int8" / "model.onnx"
+    ).read_bytes()
+    # the snapped weights lie on the int8 grid, so quantizing them again loses nothing: the shipped graph's
+    # weights, recovered, are the snapped checkpoint's
+    recover(shipped, tmp_path / "again")
+    snapped = load_file(str(tmp_path / "work" / "snapped" / "model.safetensors"))
+    again = load_file(str(tmp_path / "again" / "model.safetensors"))
+    for name, weight in snapped.items():
+        np.testing.assert_allclose(again[name], weight, rtol=0, atol=2e-6 * max(1.0, float(np.abs(weight).max())))
