@@ -139,7 +139,9 @@ def render_card(metadata: Mapping[str, Any], *, threshold_rule: str = "") -> str
     recipe = metadata.get("recipe") or []
     if recipe:
         lines += ["## How it was made", ""]
-        lines += [f"{i}. " + ", ".join(f"{k}: {v}" for k, v in step.items()) for i, step in enumerate(recipe, 1)]
+        # the stage's name first, whatever order the metadata file keeps the keys in
+        steps = [sorted(step.items(), key=lambda kv: kv[0] != "stage") for step in recipe]
+        lines += [f"{i}. " + ", ".join(f"{k}: {v}" for k, v in step) for i, step in enumerate(steps, 1)]
         lines.append("")
     lines += ["## Limits", "", *(f"- {text}" for text in LIMITS), ""]
     lines += [

@@ -43,7 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from export.calibrate.drift import drift_reference
-from export.calibrate.report import card_section, group_report, report_row
+from export.calibrate.report import DECISIONS_HEADING, card_section, group_report, report_row
 from export.data import mix
 from export.data.records import Record, filter_records, load_records
 from export.data.split import Split
@@ -280,7 +280,7 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
     Detector.from_pretrained(bundle, provider="cpu", threads=1)  # still loads, with the new decision
     card = bundle / "README.md"
     if card.is_file():
-        text = card.read_text(encoding="utf-8").split("\n## Decisions and where the model fails")[0].rstrip()
+        text = card.read_text(encoding="utf-8").split("\n" + DECISIONS_HEADING)[0].rstrip()
         # the export wrote the training run's threshold; the calibrated one replaces it
         text = re.sub(
             r"^Decision threshold: .*$",

@@ -12,6 +12,9 @@ from numpy.typing import NDArray
 from export.data.records import Record
 from export.evaluate import metrics
 
+DECISIONS_HEADING = "## Decisions and where the model fails"
+"""Where the calibration's section of a model card starts."""
+
 
 def group_report(
     records: Sequence[Record],
@@ -94,7 +97,7 @@ def card_section(
     )
     worst = sorted((r for r in val if r["flagged_human"] is not None), key=lambda r: -r["flagged_human"])[:5]
     lines = [
-        "## Decisions and where the model fails",
+        DECISIONS_HEADING,
         "",
         f"Rule: {decision['rule']}. Temperature {decision['temperature']:.3f}; AI threshold at "
         f"{decision['false_positive_rate']:.1%} FPR; texts under {decision['min_tokens']} tokens are 'uncertain'.",

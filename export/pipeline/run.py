@@ -122,13 +122,27 @@ def snap(config: PipelineConfig, bundles: Path, resume: bool, progress: Progress
     logger.info("snap: python -m export.recover %s --out %s", bundles / "int8", checkpoint)
     record = recover(bundles / "int8", checkpoint)
     _export(config, checkpoint, False, progress, out)
-    meta_path = out / config.variant / "aidetect.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     stage = {"stage": "snap", "source_sha256": record["source"]["model.onnx"]}
     stage.update({k: v for k, v in record.items() if k.startswith("max_abs_logit_diff")})
-    meta["recipe"] = [stage, *meta.get("recipe", [])]
-    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for meta_path in sorted(out.glob("*/aidetect.json")):
+        record_stage(meta_path.parent, stage)
     return out
+
+
+def record_stage(bundle: Path, stage: Mapping[str, Any]) -> None:
+    """Put ``stage`` first in ``bundle``'s recipe and write its model card again (checksums cover neither)."""
+    from export.bundle.card import render_card
+    from export.calibrate.report import DECISIONS_HEADING
+
+    meta_path = bundle / "aidetect.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["recipe"] = [dict(stage), *meta.get("recipe", [])]
+    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    rule = next((r.get("rule", "") for r in meta["recipe"] if r.get("stage") == "threshold"), "")
+    card = bundle / "README.md"
+    later = card.read_text(encoding="utf-8").partition(DECISIONS_HEADING)[2] if card.is_file() else ""
+    text = render_card(meta, threshold_rule=rule).rstrip() + "\n"
+    card.write_text(text + (f"\n{DECISIONS_HEADING}{later}" if later else ""), encoding="utf-8")
 
 
 def run_pipeline(

@@ -86,6 +86,7 @@ def test_snapped_weights_are_exactly_what_the_shipped_int8_holds(
     first = json.loads((tmp_path / "work" / "bundles" / "int8" / "aidetect.json").read_text())
     assert meta["recipe"][0]["stage"] == "snap"
     assert meta["recipe"][0]["source_sha256"] == first["files"]["model.onnx"]["sha256"]
+    assert "1. stage: snap" in (shipped / "README.md").read_text(encoding="utf-8")  # the card says so too
     assert (shipped / "model.onnx").read_bytes() == (
         tmp_path / "work" / "bundles-snapped" / "int8" / "model.onnx"
     ).read_bytes()
