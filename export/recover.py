@@ -393,8 +393,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the checkpoint directory to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from aidetect_infer.errors import AidetectError
+
     try:
         record = recover(args.bundle, args.out)
+    except AidetectError as exc:  # no bundle there, or a corrupt one
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitCode.BUNDLE)
     except (StageError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.FAILED)

@@ -99,3 +99,8 @@ def test_an_unfamiliar_graph_is_refused(shipped_recipe_bundle: Path, tmp_path: P
         recover(bundle, tmp_path / "out")
     assert main([str(bundle), "--out", str(tmp_path / "out2")]) == 1
     assert not (tmp_path / "out2").exists()
+    # no bundle at all, or one whose model does not match its checksum: the bundle exit code, nothing written
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "out3")]) == 2
+    (bundle / "model.onnx").write_bytes(b"not a model")
+    assert main([str(bundle), "--out", str(tmp_path / "out4")]) == 2
+    assert not (tmp_path / "out3").exists() and not (tmp_path / "out4").exists()
