@@ -73,6 +73,8 @@ class PipelineConfig:
             raise ConfigError(f"{self.path}: the configuration has no [[train]] stage")
         if "base" not in self.train[0]:
             raise ConfigError(f"{self.path}: the first [[train]] stage needs a base")
+        if self.snap_weights and self.variant != "int8":
+            raise ConfigError(f"{self.path}: snap_weights recovers the int8 weights; this ships {self.variant!r}")
 
 
 def read_pipeline_config(path: str | os.PathLike[str]) -> PipelineConfig:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from export.data.records import sha256_file, use_data_dir
-from export.errors import ConfigError
 from export.files import replace_dir
 from export.pipeline.config import PipelineConfig
 from export.progress import LogProgress, Progress
@@ -107,13 +106,11 @@ def _export(config: PipelineConfig, checkpoint: Path, resume: bool, progress: Pr
 def snap(config: PipelineConfig, bundles: Path, resume: bool, progress: Progress) -> Path:
     """Export again from the int8 bundle in ``bundles``, its weights recovered in fp32 (:mod:`export.recover`).
 
-    Returns the new bundles' parent directory. The shipped variant's recipe starts with a ``snap`` stage naming
-    the graph the weights came from.
+    Returns the new bundles' parent directory. Every variant's recipe starts with a ``snap`` stage naming the
+    graph the weights came from.
     """
     from export.recover import recover
 
-    if config.variant != "int8":
-        raise ConfigError(f"{config.path}: snap_weights needs the int8 variant to ship, not {config.variant!r}")
     out = config.work_dir / "bundles-snapped"
     if resume and (out / config.variant / "aidetect.json").is_file():
         logger.info("snap: reusing %s", out)

@@ -97,3 +97,13 @@ def test_snapped_weights_are_exactly_what_the_shipped_int8_holds(
     again = load_file(str(tmp_path / "again" / "model.safetensors"))
     for name, weight in snapped.items():
         np.testing.assert_allclose(again[name], weight, rtol=0, atol=2e-6 * max(1.0, float(np.abs(weight).max())))
+
+
+def test_snap_weights_needs_the_int8_variant(tmp_path: Path) -> None:
+    from export.errors import ConfigError
+    from export.pipeline.config import read_pipeline_config
+
+    config = tmp_path / "p.toml"
+    config.write_text('variant = "fp32"\nsnap_weights = true\n[[train]]\nbase = "minilm"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="snap_weights"):
+        read_pipeline_config(config)
