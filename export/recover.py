@@ -70,15 +70,24 @@ def dequantized_graph(model: Any) -> Any:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
 
-    def dequantize(q: str, scale: str, zero_point: str) -> str:
+    def values(q: str, scale: str, zero_point: str, axis: int = -1) -> NDArray[np.float32]:
+        """``(q - zero_point) * scale``, a 1-D scale along ``axis`` (the products' per-column scales: the last)."""
         w = _array(inits, q).astype(np.float32)
         if zero_point:
             w = w - _array(inits, zero_point).astype(np.float32)
-        name = q + "/dequantized"
+        s = _array(inits, scale).astype(np.float32)
+        if s.ndim == 1 and w.ndim > 1:
+            s = s.reshape([-1 if d == axis % w.ndim else 1 for d in range(w.ndim)])
+        return np.asarray(w * s, dtype=np.float32)
+
+    def add(name: str, value: NDArray[np.float32]) -> str:
         if name not in inits:
-            inits[name] = numpy_helper.from_array((w * _array(inits, scale).astype(np.float32)), name)
+            inits[name] = numpy_helper.from_array(value, name)
             graph.initializer.append(inits[name])
         return name
+
+    def dequantize(q: str, scale: str, zero_point: str) -> str:
+        return add(q + "/dequantized", values(q, scale, zero_point))
 
     replaced: dict[int, Any] = {}
     dropped: set[int] = set()
@@ -87,14 +96,7 @@ def dequantized_graph(model: Any) -> Any:
             # a shared weight the quantizer dequantizes in the graph (e.g. a LayerNorm bias the embedding node
             # quantized): an fp32 initializer under the node's output name
             q, scale, zero_point = [*n.input, ""][:3]
-            w = _array(inits, q).astype(np.float32) - (
-                _array(inits, zero_point).astype(np.float32) if zero_point else 0
-            )
-            s, axis = _array(inits, scale).astype(np.float32), _attrs(n).get("axis", 1)
-            if s.ndim == 1 and w.ndim > 1:
-                s = s.reshape([-1 if d == axis % w.ndim else 1 for d in range(w.ndim)])
-            inits[n.output[0]] = numpy_helper.from_array(np.asarray(w * s, dtype=np.float32), n.output[0])
-            graph.initializer.append(inits[n.output[0]])
+            add(n.output[0], values(q, scale, zero_point, axis=_attrs(n).get("axis", 1)))
             dropped.add(id(n))
         elif n.op_type == "QEmbedLayerNormalization":
             i = [*n.input, *[""] * 18][:18]
