@@ -52,7 +52,8 @@ class PipelineConfig:
         data_dir: Where data files named by file name are found (``None``: the repository's ``data/``).
         snap_weights: After the export, export again from the int8 bundle's weights in fp32
             (:mod:`export.recover`): the fp32 variant and the int8 gate's reference are then the weights the int8
-            graph holds, and the gate measures what the activation quantization changes.
+            graph holds (up to those a different choice of outlier channels rounds again), and the gate measures
+            what the activation quantization changes.
     """
 
     path: Path

@@ -90,8 +90,9 @@ def test_snapped_weights_are_exactly_what_the_shipped_int8_holds(
     assert (shipped / "model.onnx").read_bytes() == (
         tmp_path / "work" / "bundles-snapped" / "int8" / "model.onnx"
     ).read_bytes()
-    # the snapped weights lie on the int8 grid, so quantizing them again loses nothing: the shipped graph's
-    # weights, recovered, are the snapped checkpoint's
+    # the snapped weights lie on the int8 grid, so quantizing them again loses nothing where the same outlier
+    # channels are chosen (as here; on the shipped model 5 of 18 products chose others, and 0.03% of the weights
+    # moved by one step): the shipped graph's weights, recovered, are the snapped checkpoint's
     recover(shipped, tmp_path / "again")
     snapped = load_file(str(tmp_path / "work" / "snapped" / "model.safetensors"))
     again = load_file(str(tmp_path / "again" / "model.safetensors"))
