@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from export.errors import ExitCode, StageError
+from export.onnx.nodes import attribute, drop_unused_initializers
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,16 @@ def _array(inits: dict[str, Any], name: str) -> NDArray[Any]:
     from onnx import numpy_helper
 
     return numpy_helper.to_array(inits[name])
+
+
+def _put(graph: Any, inits: dict[str, Any], name: str, value: NDArray[Any]) -> str:
+    """Add ``value`` to ``graph`` as the fp32 initializer ``name`` (kept in ``inits`` too); returns ``name``."""
+    from onnx import numpy_helper
+
+    if name not in inits:
+        inits[name] = numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name)
+        graph.initializer.append(inits[name])
+    return name
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -60,7 +71,7 @@ def dequantized_graph(model: Any) -> Any:
     product (``DynamicQuantizeLinear`` -> ``MatMulInteger`` -> ``Cast`` -> ``Mul``) one ``MatMul``; dead nodes
     and initializers are dropped.
     """
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -80,14 +91,8 @@ def dequantized_graph(model: Any) -> Any:
             s = s.reshape([-1 if d == axis % w.ndim else 1 for d in range(w.ndim)])
         return np.asarray(w * s, dtype=np.float32)
 
-    def add(name: str, value: NDArray[np.float32]) -> str:
-        if name not in inits:
-            inits[name] = numpy_helper.from_array(value, name)
-            graph.initializer.append(inits[name])
-        return name
-
     def dequantize(q: str, scale: str, zero_point: str) -> str:
-        return add(q + "/dequantized", values(q, scale, zero_point))
+        return _put(graph, inits, q + "/dequantized", values(q, scale, zero_point))
 
     replaced: dict[int, Any] = {}
     dropped: set[int] = set()
@@ -96,7 +101,7 @@ def dequantized_graph(model: Any) -> Any:
             # a shared weight the quantizer dequantizes in the graph (e.g. a LayerNorm bias the embedding node
             # quantized): an fp32 initializer under the node's output name
             q, scale, zero_point = [*n.input, ""][:3]
-            add(n.output[0], values(q, scale, zero_point, axis=_attrs(n).get("axis", 1)))
+            _put(graph, inits, n.output[0], values(q, scale, zero_point, axis=attribute(n, "axis", 1)))
             dropped.add(id(n))
         elif n.op_type == "QEmbedLayerNormalization":
             i = [*n.input, *[""] * 18][:18]
@@ -140,10 +145,7 @@ def _keep_used(graph: Any, nodes: list[Any]) -> None:
         nodes = kept
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {i for n in nodes for i in n.input}
-    kept_inits = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept_inits)
+    drop_unused_initializers(graph)
 
 
 def fold_outliers(model: Any) -> Any:
@@ -153,15 +155,13 @@ def fold_outliers(model: Any) -> Any:
     neurons are put back into the zeroed columns of the input product and bias and the rows of the output
     product.
     """
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
 
     def put(name: str, value: NDArray[Any]) -> str:
-        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
-        inits[name] = graph.initializer[-1]
-        return name
+        return _put(graph, inits, name, value)
 
     nodes = list(graph.node)
 
@@ -253,7 +253,7 @@ def state_dict_of(model: Any) -> tuple[dict[str, NDArray[Any]], dict[str, int]]:
     by_name = {n.name: n for n in graph.node}
     (embed,) = [n for n in graph.node if n.op_type == "EmbedLayerNormalization"]
     attention = [n for n in graph.node if n.op_type == "Attention"]
-    heads = _attrs(attention[0])["num_heads"] if attention else 0
+    heads = attribute(attention[0], "num_heads", 0) if attention else 0
     state: dict[str, NDArray[Any]] = {
         "distilbert.embeddings.word_embeddings.weight": _array(inits, embed.input[2]),
         "distilbert.embeddings.position_embeddings.weight": _array(inits, embed.input[3]),
@@ -302,7 +302,7 @@ def state_dict_of(model: Any) -> tuple[dict[str, NDArray[Any]], dict[str, int]]:
         else:  # fp32: torch's Gemm(x, W, b, transB=1) holds W as Linear does
             gemm = by_name[f"/model/{head}/Gemm"]
             weight = _array(inits, gemm.input[1])
-            state[f"{head}.weight"] = weight if _attrs(gemm).get("transB", 0) else weight.T
+            state[f"{head}.weight"] = weight if attribute(gemm, "transB", 0) else weight.T
             state[f"{head}.bias"] = _array(inits, gemm.input[2])
     word = state["distilbert.embeddings.word_embeddings.weight"]
     sizes = {
@@ -336,7 +336,9 @@ def recover(bundle_dir: str | Path, out: str | Path) -> dict[str, Any]:
 
     bundle = load_bundle(bundle_dir)
     int8 = onnx.load(str(bundle.model_path))
-    plain = fold_outliers(dequantized_graph(onnx.load(str(bundle.model_path))))
+    plain = onnx.ModelProto()
+    plain.CopyFrom(int8)  # rewritten in place below; the int8 graph is scored as it is
+    plain = fold_outliers(dequantized_graph(plain))
     state, sizes = state_dict_of(plain)
     config = DistilBertConfig(
         **sizes, num_labels=2, id2label={0: "human", 1: "ai"}, label2id={"human": 0, "ai": 1}, activation="gelu",

@@ -1,4 +1,5 @@
-"""Small readers shared by the graph rewrites (:mod:`export.onnx.layernorm`, :mod:`export.onnx.embeddings`)."""
+"""Small pieces shared by the graph rewrites (:mod:`export.onnx.layernorm`, :mod:`export.onnx.embeddings`,
+:mod:`export.onnx.outliers`, :mod:`export.recover`)."""
 
 from __future__ import annotations
 
@@ -10,3 +11,11 @@ def attribute(node: Any, name: str, default: Any) -> Any:
     from onnx import helper
 
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def drop_unused_initializers(graph: Any) -> None:
+    """Remove the initializers of ``graph`` (an ``onnx.GraphProto``) that no node reads."""
+    used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)

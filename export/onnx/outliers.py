@@ -83,6 +83,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from export.errors import StageError
+from export.onnx.nodes import drop_unused_initializers
 
 logger = logging.getLogger(__name__)
 
@@ -256,10 +257,7 @@ def split_outliers(
         )
     del graph.node[:]
     graph.node.extend(rewritten)
-    used = {name for n in graph.node for name in n.input}
-    kept = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unused_initializers(graph)
     logger.info("outlier channels: %d in fp32 beside each of %d products (%d FFN output products by neuron)",
                 k, len(chosen), len(neurons))  # fmt: skip
     return chosen
