@@ -63,13 +63,12 @@ def _bundle_encoder(models: Models, engine: str) -> tuple[Any, Any]:
     return bundle, encoder
 
 
-def _aidetect_stages(models: Models, engine: str, texts: list[str], batch_size: int, clock: Clock) -> None:
+def _aidetect_stages(bundle: Any, encoder: Any, texts: list[str], batch_size: int, clock: Clock) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from aidetect_infer.loading import intra_op_threads, load_parts
     from aidetect_infer.session import run_logits, validate_graph
 
-    bundle, encoder = _bundle_encoder(models, engine)
     # As Detector.from_pretrained runs it: a batch-dependent graph one window per call, the calls spread over the
     # one-thread session from as many threads as the main session has.
     session, _, meta, parallel = load_parts(bundle.path, provider="cpu", threads=THREADS, variant=None)
@@ -115,8 +114,7 @@ def ort_operator_profile(model_path: Path, feeds: Sequence[dict[str, np.ndarray]
     return dict(sorted(((op, t / total) for op, t in per_op.items()), key=lambda kv: -kv[1]))
 
 
-def _aidetect_feeds(models: Models, engine: str, texts: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
-    bundle, encoder = _bundle_encoder(models, engine)
+def _aidetect_feeds(bundle: Any, encoder: Any, texts: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
     size = 1 if bundle.metadata.batch_dependent else batch_size  # the calls the Detector makes
     rows = sorted((ids[: encoder.content_length] for ids in encoder.encode(texts)), key=len, reverse=True)
     feeds = []
@@ -170,7 +168,8 @@ def profile(models: Models, engine: str, texts: list[str], batch_size: int, *, o
     aidetect = engine.startswith("aidetect-")
     peer = engine in PEERS
     if aidetect:
-        _aidetect_stages(models, engine, texts, batch_size, clock)
+        bundle, encoder = _bundle_encoder(models, engine)  # verified once; load_parts verifies as the Detector does
+        _aidetect_stages(bundle, encoder, texts, batch_size, clock)
     elif peer:
         _peer_stages(models, engine, texts, batch_size, clock)
     else:
@@ -202,8 +201,7 @@ def profile(models: Models, engine: str, texts: list[str], batch_size: int, *, o
     for name, seconds in clock.wall.items():
         lines.append(f"| {name} | {seconds:.3f} | {100 * seconds / total:.1f}% | {clock.cpu[name]:.3f} |")
     if aidetect and ops:
-        bundle, _ = _bundle_encoder(models, engine)
-        shares = ort_operator_profile(bundle.model_path, _aidetect_feeds(models, engine, texts, batch_size))
+        shares = ort_operator_profile(bundle.model_path, _aidetect_feeds(bundle, encoder, texts, batch_size))
         lines += ["", "| ONNX Runtime operator | share of node time |", "| --- | ---: |"]
         lines += [f"| {op} | {100 * share:.1f}% |" for op, share in list(shares.items())[:10]]
     return "\n".join(lines) + "\n"
