@@ -67,6 +67,19 @@ _Scored = tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64], NDArr
 """Scores, window counts, content-token counts and unknown-token counts of texts."""
 
 
+def _equal_length_batches(order: list[int], lengths: list[int], size: int, alone_below: int = 0) -> list[list[int]]:
+    """``order`` (sorted by length) cut into batches of at most ``size`` windows, each of one length; windows
+    shorter than ``alone_below`` tokens go one per batch."""
+    batches: list[list[int]] = []
+    for k in order:
+        fits = batches and len(batches[-1]) < size and lengths[batches[-1][0]] == lengths[k]
+        if fits and lengths[k] >= alone_below:
+            batches[-1].append(k)
+        else:
+            batches.append([k])
+    return batches
+
+
 def _softmax_ai(logits: NDArray[np.float64]) -> NDArray[np.float64]:
     """P(class 1) from ``(n, 2)`` logits, in float64 with the max subtracted (no overflow)."""
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -176,6 +189,8 @@ class Detector:
             raise InvalidValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if io_binding is not None and not isinstance(io_binding, bool):
             raise InvalidInputError(f"io_binding must be True, False or None, got {type(io_binding).__name__}")
+        if io_binding and not getattr(session, "supports_io_binding", True):
+            raise InvalidValueError(f"io_binding=True needs an ONNX Runtime session, not {type(session).__name__}")
         self._metadata = _effective_metadata(metadata, max_length)
         self._session = session
         self._graph = validate_graph(session, io_binding=io_binding)
@@ -185,7 +200,9 @@ class Detector:
         if not isinstance(batch_invariant, bool):
             raise InvalidInputError(f"batch_invariant must be True or False, got {type(batch_invariant).__name__}")
         self._batch_size = batch_size
-        self._one_per_call = batch_invariant and metadata.batch_dependent
+        # A backend whose rows are computed alone only without padding (OpenVINO) batches windows of one length.
+        self._equal_lengths = batch_invariant and bool(getattr(session, "equal_length_batches", False))
+        self._one_per_call = batch_invariant and metadata.batch_dependent and not self._equal_lengths
         self._callers = intra_op_threads(session) if self._one_per_call else 1
         self._parallel = parallel_session if self._one_per_call and self._callers > 1 else None
         if self._parallel is not None:
@@ -218,8 +235,10 @@ class Detector:
         Args:
             path: A bundle directory, or a parent holding ``fp32/ int8/ fp16/`` variants; ``None`` loads the
                 default bundle.
-            provider: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"tensorrt"``; an explicit GPU provider that is
-                not available raises instead of falling back to the CPU.
+            provider: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"tensorrt"`` or ``"openvino"``; an explicit GPU
+                provider that is not available raises instead of falling back to the CPU. ``"openvino"`` (the
+                ``[openvino]`` extra) runs the bundle's graph on the OpenVINO runtime, its int8 weights in
+                floating point (bf16 on CPUs with AMX): see :mod:`aidetect_infer.openvino_backend`.
             threads: Intra-op threads; ``None`` uses every core this process may use.
             batch_size: Windows per ONNX Runtime call.
             max_length: Tokens per window, at most the bundle's; ``None`` uses the bundle's.
@@ -417,7 +436,11 @@ class Detector:
         order = sorted(range(len(rows)), key=lambda k: -len(rows[k]))
         p_ai = np.empty(len(rows), dtype=np.float64)
         size = 1 if self._one_per_call else self._batch_size
-        batches = [order[begin : begin + size] for begin in range(0, len(order), size)]
+        if self._equal_lengths:
+            alone_below = int(getattr(self._session, "batched_from_length", 0))
+            batches = _equal_length_batches(order, [len(row) for row in rows], size, alone_below)
+        else:
+            batches = [order[begin : begin + size] for begin in range(0, len(order), size)]
         if self._callers > 1 and len(batches) > 1:
             session = self._parallel or self._session
             with ThreadPoolExecutor(min(self._callers, len(batches))) as pool:

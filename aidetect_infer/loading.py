@@ -120,6 +120,13 @@ def load_parts(
 ) -> tuple[ort.InferenceSession, Tokenizer, BundleMetadata, ort.InferenceSession | None]:
     """Load and verify a bundle and open its session (and, for a batch-dependent graph on a CPU with several
     threads, the one-thread session its one-window calls share; see ``Detector(parallel_session=...)``)."""
+    if isinstance(provider, str) and provider.lower() == "openvino":
+        from aidetect_infer.openvino_backend import OpenVinoSession
+
+        bundle = load_bundle(path, variant=variant, gpu=False)
+        ov_session = OpenVinoSession(bundle.model_path, threads=threads)
+        # Typed as the ONNX Runtime session whose methods it provides (see aidetect_infer.openvino_backend).
+        return ov_session, load_tokenizer(bundle.tokenizer_path), bundle.metadata, None
     gpu = resolve_providers(provider, ort.get_available_providers(), gpu_options)[0][0] in GPU_PROVIDERS
     bundle = load_bundle(path, variant=variant, gpu=gpu)
     session = create_session(bundle.model_path, provider=provider, threads=threads, gpu_options=gpu_options)

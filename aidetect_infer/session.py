@@ -22,7 +22,7 @@ from aidetect_infer.gpu import GpuOptions
 
 logger = logging.getLogger(__name__)
 
-PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+PROVIDERS = ("auto", "cpu", "cuda", "tensorrt", "openvino")
 CPU = "CPUExecutionProvider"
 CUDA = gpu.CUDA
 TENSORRT = gpu.TENSORRT
@@ -57,7 +57,7 @@ def resolve_providers(
 
     Args:
         provider: ``"auto"`` (CUDA when this onnxruntime build offers it, else CPU), ``"cpu"``, ``"cuda"`` or
-            ``"tensorrt"``.
+            ``"tensorrt"`` (``"openvino"`` is not an ONNX Runtime provider: see ``aidetect_infer.loading``).
         available: The providers the installed onnxruntime build offers.
         gpu_options: Options of the CUDA/TensorRT providers; ``None`` uses :class:`GpuOptions` defaults.
 
@@ -77,6 +77,11 @@ def resolve_providers(
     cpu: ProviderSpec = (CPU, {})
     if provider == "cpu":
         return [cpu]
+    if provider == "openvino":
+        raise InvalidValueError(
+            "provider 'openvino' runs on the OpenVINO runtime, not in an ONNX Runtime session: load the bundle with "
+            "Detector.from_pretrained(path, provider='openvino')"
+        )
     if provider == "auto":
         return [specs[CUDA], cpu] if CUDA in available else [cpu]
     wanted = [TENSORRT, CUDA] if provider == "tensorrt" else [CUDA]

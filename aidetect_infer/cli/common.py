@@ -48,7 +48,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", metavar="PATH", help="bundle directory (default: $AIDETECT_MODEL or models/default)")
     group.add_argument("--variant", choices=("fp32", "int8", "fp16"), help="variant of a multi-variant bundle")
-    group.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    group.add_argument(
+        "--provider",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "tensorrt", "openvino"),  # session.PROVIDERS, without importing onnxruntime
+        help="execution provider; 'openvino' needs the [openvino] extra (default: auto, which never picks it)",
+    )
     group.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: all cores)")
     group.add_argument("--batch-size", type=int, default=16, metavar="N", help="windows per batch (default 16)")
     group.add_argument("--max-length", type=int, metavar="N", help="tokens per window, at most the bundle's")
