@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
+from aidetect_infer.openvino_backend import installed as openvino_backend_installed
 from benchmarks.engines import ENGINES, THREADS, Engine, load_engine
-from benchmarks.models import CACHE_DIR, PEERS, Models, peer_installed, versions
+from benchmarks.models import CACHE_DIR, ON_OPENVINO, PEERS, Models, peer_installed, versions
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -155,8 +156,10 @@ def require(models: Models, settings: Settings) -> Callable[[str], None]:
     def check(name: str) -> None:
         if name not in settings.engines:
             pytest.skip(f"{name} not selected (--bench-engines)")
-        if name == "aidetect-default" and models.default is None:
-            pytest.skip("aidetect-default: no default bundle yet (models/default or $AIDETECT_MODEL)")
+        if name in ("aidetect-default", "aidetect-default-openvino") and models.default is None:
+            pytest.skip(f"{name}: no default bundle yet (models/default or $AIDETECT_MODEL)")
+        if name in ON_OPENVINO and not openvino_backend_installed():
+            pytest.skip(f"{name}: needs openvino (pip install '.[openvino]')")
         if name in PEERS and not (peer_installed(name) and Path(str(models.files(name))).exists()):
             pytest.skip(f"{name}: needs {', '.join(PEERS[name])} (pip install '.[peers]') before the models are built")
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.models import BASELINE, BUNDLE_MAX_LENGTH, ENGINES, MINILM_ENGINES, PEERS, Models
+from benchmarks.models import BASELINE, BUNDLE_MAX_LENGTH, ENGINES, MINILM_ENGINES, ON_OPENVINO, PEERS, Models
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,9 @@ def _load_aidetect(models: Models, name: str, threads: int) -> Engine:
         raise FileNotFoundError(f"{name}: no default bundle (models/default or $AIDETECT_MODEL)")
     # The parts Detector.from_pretrained runs on, opened once: the session and, for a batch-dependent graph, the
     # one-thread session its one-window calls share (measured 1.2-1.4x the single session alone).
-    session, tokenizer, meta, parallel = load_parts(path, provider="cpu", threads=threads, variant=None)
+    # On OpenVINO (ON_OPENVINO) the same bundle through provider="openvino", as from_pretrained opens it.
+    provider = "openvino" if name in ON_OPENVINO else "cpu"
+    session, tokenizer, meta, parallel = load_parts(path, provider=provider, threads=threads, variant=None)
 
     def make(batch_size: int, max_length: int, truncation: bool) -> Scorer:
         detector = Detector(

@@ -44,10 +44,16 @@ ENGINES = (
     "aidetect-default",
     "ctranslate2-int8",
     "openvino-int8",
+    "aidetect-int8-openvino",
+    "aidetect-default-openvino",
 )
+ON_OPENVINO = {"aidetect-int8-openvino": "aidetect-int8", "aidetect-default-openvino": "aidetect-default"}
+"""The aidetect bundles again on ``provider="openvino"`` (the ``[openvino]`` extra): engine -> its bundle's engine."""
 PEERS = {"ctranslate2-int8": ("ctranslate2",), "openvino-int8": ("openvino", "nncf")}
 """The other runtimes (``benchmarks.peers``) and the libraries each needs (``pip install '.[peers]'``)."""
-MINILM_ENGINES = frozenset(ENGINES) - {"transformers-pytorch-distilbert-base", "aidetect-default"}
+MINILM_ENGINES = frozenset(ENGINES) - {
+    "transformers-pytorch-distilbert-base", "aidetect-default", "aidetect-default-openvino",
+}  # fmt: skip
 BUNDLE_MAX_LENGTH = 512  # the built bundles take up to 512 tokens, so the 512-token latency runs one window
 HEAD_STD = 0.1
 DISTILBERT_BASE = {"dim": 768, "n_layers": 6, "n_heads": 12, "hidden_dim": 3072}
@@ -132,6 +138,7 @@ class Models:
 
     def files(self, engine: str) -> Path | None:
         """The directory holding ``engine``'s model files (``None`` for an absent default bundle)."""
+        engine = ON_OPENVINO.get(engine, engine)
         if engine == "aidetect-default":
             return self.default
         return {
@@ -147,6 +154,7 @@ class Models:
 
     def tokenizer_file(self, engine: str) -> Path:
         """The ``tokenizer.json`` the engine tokenizes with."""
+        engine = ON_OPENVINO.get(engine, engine)
         if engine == "aidetect-default":
             from aidetect_infer.bundle import resolve_bundle_dir
 
@@ -157,6 +165,7 @@ class Models:
 
     def disk_bytes(self, engine: str) -> int:
         """Bytes on disk of the engine's model and tokenizer files."""
+        engine = ON_OPENVINO.get(engine, engine)
         where = self.files(engine)
         if where is None:
             return 0
@@ -170,6 +179,7 @@ class Models:
 
     def architecture(self, engine: str) -> dict[str, Any]:
         """``aidetect.json``-style architecture of the engine's model (layers, sizes, pruned heads)."""
+        engine = ON_OPENVINO.get(engine, engine)
         if engine == "aidetect-default":
             from aidetect_infer.bundle import load_bundle
 

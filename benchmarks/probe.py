@@ -55,6 +55,9 @@ def import_engine_libraries(engine: str) -> None:
     """Import what ``engine`` needs, so the import cost is measured on its own."""
     if engine.startswith("aidetect-"):
         import aidetect_infer  # noqa: F401
+
+        if engine.endswith("-openvino"):
+            import openvino  # noqa: F401
     else:
         import torch  # noqa: F401
         import transformers  # noqa: F401
