@@ -202,6 +202,7 @@ class Detector:
         self._batch_size = batch_size
         # A backend whose rows are computed alone only without padding (OpenVINO) batches windows of one length.
         self._equal_lengths = batch_invariant and bool(getattr(session, "equal_length_batches", False))
+        self._alone_below = int(getattr(session, "batched_from_length", 0))  # shorter windows: one per call
         self._one_per_call = batch_invariant and metadata.batch_dependent and not self._equal_lengths
         self._callers = intra_op_threads(session) if self._one_per_call else 1
         self._parallel = parallel_session if self._one_per_call and self._callers > 1 else None
@@ -437,8 +438,7 @@ class Detector:
         p_ai = np.empty(len(rows), dtype=np.float64)
         size = 1 if self._one_per_call else self._batch_size
         if self._equal_lengths:
-            alone_below = int(getattr(self._session, "batched_from_length", 0))
-            batches = _equal_length_batches(order, [len(row) for row in rows], size, alone_below)
+            batches = _equal_length_batches(order, [len(row) for row in rows], size, self._alone_below)
         else:
             batches = [order[begin : begin + size] for begin in range(0, len(order), size)]
         if self._callers > 1 and len(batches) > 1:

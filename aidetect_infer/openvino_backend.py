@@ -189,11 +189,9 @@ class OpenVinoSession:
             raise ProviderUnavailableError(f"provider 'openvino' is not available: {INSTALL_HINT}")
         import openvino as ov
 
-        from aidetect_infer.session import default_threads
+        from aidetect_infer.session import checked_threads
 
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise InvalidValueError(f"threads must be a positive integer or None, got {threads!r}")
-        self._threads = threads or default_threads()
+        self._threads = checked_threads(threads)
         self.model_path = Path(model_path)
         model = read_model(model_path)
         config: dict[str, Any] = {

@@ -114,6 +114,19 @@ def check_providers(provider: str, got: Sequence[str]) -> None:
     logger.info("ONNX Runtime session providers: %s (requested %r)", list(got), provider)
 
 
+def checked_threads(threads: int | None) -> int:
+    """``threads``, or every core this process may use for ``None``.
+
+    Raises:
+        InvalidValueError: ``threads`` is not a positive integer or ``None``.
+    """
+    if threads is None:
+        return default_threads()
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise InvalidValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return threads
+
+
 def session_options(threads: int | None = None, *, log_severity: int = 3) -> ort.SessionOptions:
     """The session options this library uses, and no others.
 
@@ -124,12 +137,8 @@ def session_options(threads: int | None = None, *, log_severity: int = 3) -> ort
     Raises:
         InvalidValueError: ``threads`` is not a positive integer.
     """
-    if threads is None:
-        threads = default_threads()
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise InvalidValueError(f"threads must be a positive integer or None, got {threads!r}")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = checked_threads(threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

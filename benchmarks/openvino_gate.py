@@ -3,7 +3,7 @@
 Scores the evaluation sets three ways, each through :class:`aidetect_infer.Detector`: the bundle on ONNX
 Runtime (its int8 graph), the bundle on OpenVINO (``provider="openvino"``: the int8 weights in floating point,
 OpenVINO's inference precision), and the reference, the bundle's dequantized graph in fp32 on ONNX Runtime
-(``export.recover.dequantized_graph``: the same weights, no activation quantization). For each backend against
+(``export.recover.dequantized_detector``: the same weights, no activation quantization). For each backend against
 the reference: ROC AUC and its drop (sets with both classes), the share flagged as AI, the share of texts whose
 decision at the bundle's AI threshold agrees, and the largest change of P(AI); and texts/s, tokenization
 included. Writes JSON (``--out``) and prints a Markdown table.
@@ -29,31 +29,15 @@ DEFAULT_SETS = (
 """Validation groups only: which backend a user should run is not chosen on the OUTFOX test half."""
 
 
-def _reference(bundle: Path, threads: int) -> Any:
-    import onnx
-    import onnxruntime as ort
-
-    from aidetect_infer import Detector
-    from aidetect_infer.bundle import load_bundle
-    from aidetect_infer.session import session_options
-    from aidetect_infer.tokenization import load_tokenizer
-    from export.recover import dequantized_graph
-
-    loaded = load_bundle(bundle)
-    graph = dequantized_graph(onnx.load(str(loaded.model_path)))
-    options = session_options(threads)
-    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return Detector(session=session, tokenizer=load_tokenizer(loaded.tokenizer_path), metadata=loaded.metadata)
-
-
 def measure(bundle: Path, specs: Sequence[str], *, limit: int | None, threads: int) -> dict[str, Any]:
     """The table's rows, per set and backend."""
     from aidetect_infer import Detector
     from export.evaluate.metrics import roc_auc
     from export.evaluate.sets import load_eval_set
+    from export.recover import dequantized_detector
 
     detectors = {
-        "reference fp32 (ONNX Runtime)": _reference(bundle, threads),
+        "reference fp32 (ONNX Runtime)": dequantized_detector(bundle, threads=threads),
         "int8 (ONNX Runtime)": Detector.from_pretrained(bundle, provider="cpu", threads=threads),
         "openvino": Detector.from_pretrained(bundle, provider="openvino", threads=threads),
     }

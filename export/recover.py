@@ -217,6 +217,25 @@ def fold_outliers(model: Any) -> Any:
     return model
 
 
+def dequantized_detector(path: str | Path, *, threads: int | None = None) -> Any:
+    """A :class:`aidetect_infer.Detector` over the bundle at ``path`` with its graph dequantized
+    (:func:`dequantized_graph`), fp32 on ONNX Runtime's CPU provider: the reference the int8 graph and the
+    OpenVINO backend are measured against (same weights, no activation quantization)."""
+    import onnx
+    import onnxruntime as ort
+
+    from aidetect_infer import Detector
+    from aidetect_infer.bundle import load_bundle
+    from aidetect_infer.session import session_options
+    from aidetect_infer.tokenization import load_tokenizer
+
+    bundle = load_bundle(Path(path))
+    graph = dequantized_graph(onnx.load(str(bundle.model_path)))
+    options = session_options(threads)
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return Detector(session=session, tokenizer=load_tokenizer(bundle.tokenizer_path), metadata=bundle.metadata)
+
+
 _NORM_OUTPUT = re.compile(r"layer\.(\d+)/(sa_layer_norm|output_layer_norm)/")
 
 

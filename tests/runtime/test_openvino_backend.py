@@ -11,7 +11,6 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,8 +21,9 @@ from aidetect_infer.bundle import load_bundle
 from aidetect_infer.detector import DEFAULT_MODEL_DIR
 from aidetect_infer.errors import BundleError, InvalidValueError, ProviderUnavailableError
 from aidetect_infer.loading import load_parts
-from aidetect_infer.session import resolve_providers, session_options
+from aidetect_infer.session import resolve_providers
 from aidetect_infer.tokenization import load_tokenizer
+from export.recover import dequantized_detector
 from tests.runtime.test_batch_invariance import POOL
 
 SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -74,16 +74,6 @@ def _with_openvino(path, precision: str | None = None, threads: int = 2, batch_s
     )
 
 
-def _dequantized_on_ort(path) -> Detector:
-    """The reference: the bundle's graph with its int8 weights dequantized, fp32 on ONNX Runtime."""
-    from export.recover import dequantized_graph
-
-    bundle = load_bundle(path)
-    graph = dequantized_graph(onnx.load(str(bundle.model_path)))
-    session = ort.InferenceSession(graph.SerializeToString(), session_options(2), providers=["CPUExecutionProvider"])
-    return Detector(session=session, tokenizer=load_tokenizer(bundle.tokenizer_path), metadata=bundle.metadata)
-
-
 @needs_openvino
 def test_tiny_fp32_bundle_equals_onnx_runtime(tiny_bundle) -> None:
     texts = POOL[:40]
@@ -121,6 +111,12 @@ def test_bad_arguments_and_graphs_are_refused(tiny_bundle, tmp_path) -> None:
 
 
 @pytest.fixture(scope="module")
+def reference() -> Detector:
+    """The shipped bundle's int8 weights dequantized, fp32 on ONNX Runtime (computed another way)."""
+    return dequantized_detector(DEFAULT_MODEL_DIR, threads=2)
+
+
+@pytest.fixture(scope="module")
 def shipped_f32() -> Detector:
     return _with_openvino(DEFAULT_MODEL_DIR, precision="f32")
 
@@ -140,21 +136,21 @@ def shipped_default(shipped_parts: tuple) -> Detector:
 
 @shipped_only
 @needs_openvino
-def test_shipped_int8_graph_equals_its_dequantized_weights_in_fp32(shipped_f32: Detector) -> None:
+def test_shipped_int8_graph_equals_its_dequantized_weights_in_fp32(shipped_f32: Detector, reference: Detector) -> None:
     texts = POOL[::3]
-    expected = _dequantized_on_ort(DEFAULT_MODEL_DIR).predict_proba(texts)
+    expected = reference.predict_proba(texts)
     np.testing.assert_allclose(shipped_f32.predict_proba(texts), expected, atol=1e-4)
 
 
 @shipped_only
 @needs_openvino
-def test_shipped_default_precision_stays_within_the_int8_gate(shipped_default: Detector) -> None:
+def test_shipped_default_precision_stays_within_the_int8_gate(shipped_default: Detector, reference: Detector) -> None:
     texts = POOL[::2]
-    reference = _dequantized_on_ort(DEFAULT_MODEL_DIR).predict_proba(texts)
+    expected = reference.predict_proba(texts)
     got = shipped_default.predict_proba(texts)
     threshold = shipped_default.threshold
-    assert np.max(np.abs(got - reference)) < 0.05
-    assert np.mean((got >= threshold) == (reference >= threshold)) >= 0.99
+    assert np.max(np.abs(got - expected)) < 0.05
+    assert np.mean((got >= threshold) == (expected >= threshold)) >= 0.99
 
 
 @pytest.fixture(scope="module")
