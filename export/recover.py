@@ -241,24 +241,31 @@ _NORM_OUTPUT = re.compile(r"layer\.(\d+)/(sa_layer_norm|output_layer_norm)/")
 
 def _layer_norms(graph: Any, inits: dict[str, Any]) -> dict[tuple[int, str], dict[str, NDArray[Any]]]:
     """Per (layer, ``sa_layer_norm``/``output_layer_norm``): its ``weight``, ``bias`` and the bias of the product
-    before it (``product_bias``), read off the fused node or the plain operators of :mod:`export.onnx.layernorm`."""
+    before it (``product_bias``), read off the fused node or either rewrite of :mod:`export.onnx.layernorm`
+    (the plain operators, or ``Add`` nodes and an ONNX ``LayerNormalization``)."""
     norms: dict[tuple[int, str], dict[str, NDArray[Any]]] = {}
-    groups: dict[str, dict[int, Any]] = {}
+    groups: dict[str, dict[str, Any]] = {}
     for n in graph.node:
         if "/ln/" in n.name:
             prefix, step = n.name.rsplit("/ln/", 1)
-            groups.setdefault(prefix, {})[int(step)] = n
+            groups.setdefault(prefix, {})[step] = n
         elif n.op_type == "SkipLayerNormalization" and (m := _NORM_OUTPUT.search(n.output[0])):
             norms[(int(m.group(1)), m.group(2))] = {
                 "weight": _array(inits, n.input[2]), "bias": _array(inits, n.input[3]),
                 "product_bias": _array(inits, n.input[4]),
             }  # fmt: skip
     for steps in groups.values():
-        last = steps[max(steps)]
-        m = _NORM_OUTPUT.search(last.output[0])
-        if m is None or len(steps) != 11:  # the embedding LayerNorm is fused; a group without bias is not ours
-            continue
-        constant = [next(i for i in steps[k].input if i in inits) for k in (1, 9, 10)]
+        standard = steps.get("layernorm")
+        if standard is not None:  # Add (residual), Add (bias), LayerNormalization
+            m = _NORM_OUTPUT.search(standard.output[0])
+            if m is None or set(steps) != {"0", "1", "layernorm"} or len(standard.input) < 3:
+                continue
+            constant = [next(i for i in steps["1"].input if i in inits), standard.input[1], standard.input[2]]
+        else:  # the 11 plain operators: the bias Add is step 1, the gamma Mul step 9, the beta Add step 10
+            m = _NORM_OUTPUT.search(steps[max(steps, key=int)].output[0])
+            if m is None or len(steps) != 11:  # the embedding LayerNorm is fused; a group without bias is not ours
+                continue
+            constant = [next(i for i in steps[str(k)].input if i in inits) for k in (1, 9, 10)]
         norms[(int(m.group(1)), m.group(2))] = dict(
             zip(("product_bias", "weight", "bias"), (_array(inits, c) for c in constant), strict=True)
         )

@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --quantize-embeddings: one scale for the word table (tensor) or one per vocabulary row (row)",
     )  # fmt: skip
     p.add_argument(
-        "--layernorm", choices=LAYERNORM_MODES, default="decomposed",
-        help="fp32/int8: LayerNorm as plain operators (faster on ONNX Runtime's CPU provider) or fused kernels",
+        "--layernorm", choices=LAYERNORM_MODES, default="standard",
+        help="fp32/int8: LayerNorm as plain operators or ONNX LayerNormalization (both faster on ONNX Runtime's "
+        "CPU provider than the fused kernels), or fused",
     )  # fmt: skip
     p.add_argument("--calibration", type=Path, help="training data: static int8 calibration, the outlier channels")
     p.add_argument("--eval", nargs="+", default=[], metavar="SPEC", help="held-out sets, [NAME=]PATH[@SUBSET]")

@@ -9,9 +9,9 @@ step of that row, about 0.4% of its largest weight) at the same size (30,522 sca
 
 The rewrite replaces the fused node by plain operators computing the same thing: the int8 rows and their scales
 gathered by token id and multiplied out, the position (and segment) embeddings added in float, the LayerNorm
-written out as in :mod:`export.onnx.layernorm`, and the ``mask_index`` the fused attention reads (the number of
-unmasked tokens of each row) as a ``ReduceSum`` of the mask. Each output row depends on its own tokens only, so
-the result stays batch-invariant.
+written as the rest of the graph's (:mod:`export.onnx.layernorm`), and the ``mask_index`` the fused attention
+reads (the number of unmasked tokens of each row) as a ``ReduceSum`` of the mask. Each output row depends on its
+own tokens only, so the result stays batch-invariant.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from export.errors import StageError
-from export.onnx.layernorm import decompose_model
+from export.onnx.layernorm import rewrite_model
 from export.onnx.nodes import attribute
 
 FUSED_OP = "EmbedLayerNormalization"
@@ -35,8 +35,11 @@ def _row_quantize(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, scale
 
 
-def quantize_word_rows(model: Any) -> int:
+def quantize_word_rows(model: Any, *, layernorm: str = "standard") -> int:
     """Rewrite ``model``'s ``EmbedLayerNormalization`` node with a per-row int8 word table (in place).
+
+    ``layernorm``: ``"decomposed"`` writes the embedding LayerNorm as plain operators; ``"standard"`` and
+    ``"fused"`` as an ONNX ``LayerNormalization``.
 
     Returns:
         How many vocabulary rows were quantized.
@@ -117,5 +120,6 @@ def quantize_word_rows(model: Any) -> int:
     graph.node.remove(node)
     for offset, created in enumerate(new):
         graph.node.insert(index + offset, created)
-    decompose_model(model)
+    if layernorm == "decomposed":
+        rewrite_model(model, "decomposed")
     return int(rows.shape[0])

@@ -264,11 +264,12 @@ def _weight_only(model: Any, cfg: QuantizeConfig, staged: Path, include: list[st
 
 
 def _quantize_to(
-    onnx_in: Path, staged: Path, cfg: QuantizeConfig, calibration: Sequence[dict[str, NDArray[np.int64]]] | None
-) -> dict[str, list[int]]:
+    onnx_in: Path, staged: Path, cfg: QuantizeConfig, calibration: Sequence[dict[str, NDArray[np.int64]]] | None,
+    layernorm: str,
+) -> dict[str, list[int]]:  # fmt: skip
     """Write the int8 graph of ``onnx_in`` to ``staged``; return the outlier channels kept fp32, by node."""
     if not cfg.outliers:
-        _quantize_graph(onnx_in, staged, cfg, calibration)
+        _quantize_graph(onnx_in, staged, cfg, calibration, layernorm)
         return {}
     import onnx
 
@@ -279,15 +280,16 @@ def _quantize_to(
     split = staged.with_name(staged.name + ".outliers.onnx")
     try:
         onnx.save(model, str(split))
-        _quantize_graph(split, staged, cfg, calibration)
+        _quantize_graph(split, staged, cfg, calibration, layernorm)
     finally:
         split.unlink(missing_ok=True)
     return chosen
 
 
 def _quantize_graph(
-    onnx_in: Path, staged: Path, cfg: QuantizeConfig, calibration: Sequence[dict[str, NDArray[np.int64]]] | None
-) -> None:
+    onnx_in: Path, staged: Path, cfg: QuantizeConfig, calibration: Sequence[dict[str, NDArray[np.int64]]] | None,
+    layernorm: str,
+) -> None:  # fmt: skip
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -312,7 +314,7 @@ def _quantize_graph(
         from export.onnx.embeddings import quantize_word_rows
 
         model = onnx.load(str(staged))
-        quantize_word_rows(model)
+        quantize_word_rows(model, layernorm=layernorm)
         onnx.save(model, str(staged))
 
 
@@ -358,6 +360,7 @@ def quantize(
     calibration: Sequence[dict[str, NDArray[np.int64]]] | None = None,
     parity: ParitySet | None = None,
     recipe: list[dict[str, Any]] | None = None,
+    layernorm: str = "standard",
 ) -> Path:
     """Quantize an fp32 graph (fused or not) to int8.
 
@@ -372,6 +375,8 @@ def quantize(
             never from a held-out test set.
         parity: The PyTorch reference, to measure the logit difference against.
         recipe: A list to append this stage's record to.
+        layernorm: How the graph's LayerNorms are written (:data:`export.onnx.layernorm.MODES`); the LayerNorm
+            of an embedding node the per-row table rewrite unfuses is written the same way (fused: standard).
 
     Returns:
         ``onnx_out``.
@@ -382,7 +387,7 @@ def quantize(
     onnx_out = Path(onnx_out)
     with staged_file(onnx_out, "quantize") as staged:
         what = f"{onnx_in}: int8 quantization ({cfg.mode})"
-        chosen = run_stage(what, lambda: _quantize_to(Path(onnx_in), staged, cfg, calibration))
+        chosen = run_stage(what, lambda: _quantize_to(Path(onnx_in), staged, cfg, calibration, layernorm))
         diff = parity.max_abs_diff(staged) if parity is not None else float("nan")
     logger.info("%s: int8 (%s), max abs logit difference %.3g", onnx_out, cfg.mode, diff)
     if recipe is not None:

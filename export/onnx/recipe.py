@@ -61,8 +61,10 @@ class BuildConfig:
         overwrite: Replace a non-empty ``out``.
         threads: ONNX Runtime/PyTorch threads for scoring and throughput.
         bench_texts: How many texts of the first evaluation set the throughput sample holds (0: no measurement).
-        layernorm: ``"decomposed"`` writes the fp32 and int8 graphs' LayerNorm nodes as plain operators (faster
-            on ONNX Runtime's CPU provider, see :mod:`export.onnx.layernorm`); ``"fused"`` keeps the fused kernels.
+        layernorm: ``"decomposed"`` writes the fp32 and int8 graphs' LayerNorm nodes as plain operators,
+            ``"standard"`` as ONNX ``LayerNormalization`` (both faster than the fused kernels on ONNX Runtime's CPU
+            provider; standard the fastest where measured, see :mod:`export.onnx.layernorm`); ``"fused"`` keeps
+            the fused kernels.
             The fp16 variant always keeps them.
         parity_texts: Real texts for the parity checks; empty takes the evaluation and calibration texts, or the
             first texts of :data:`DEFAULT_PARITY_FILE`.
@@ -84,7 +86,7 @@ class BuildConfig:
     overwrite: bool = False
     threads: int = 2
     bench_texts: int = 64
-    layernorm: str = "decomposed"
+    layernorm: str = "standard"
     parity_texts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -163,7 +165,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "int8": "auto",
     "quantize_embeddings": False,
     "embedding_scales": "tensor",
-    "layernorm": "decomposed",
+    "layernorm": "standard",
     "calibration": None,
     "eval": (),
     "eval_limit": None,

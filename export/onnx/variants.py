@@ -19,7 +19,7 @@ from export.evaluate.bundle import batch_dependence, bundle_throughput, score_bu
 from export.evaluate.sets import EvalSet
 from export.onnx.export import Checkpoint, export_onnx, parity_set
 from export.onnx.gates import apply_gate, compare_scores
-from export.onnx.layernorm import decompose_layernorm
+from export.onnx.layernorm import rewrite_layernorm
 from export.onnx.optimize import optimize
 from export.onnx.parity import ParitySet
 from export.onnx.quantize import convert_fp16, quantize
@@ -101,12 +101,13 @@ class VariantBuilder:
             stage("converting to fp16")
             recipe = list(base)
             graphs["fp16"] = (convert_fp16(fp32, self.work / "fp16.onnx", parity=self.parity, recipe=recipe), recipe)
-        if cfg.layernorm == "decomposed":
-            stage("writing LayerNorm as plain operators (CPU variants)")
+        if cfg.layernorm != "fused":
+            stage(f"writing LayerNorm {cfg.layernorm} (CPU variants)")
             recipe = list(base)
-            cpu = decompose_layernorm(
-                fp32, self.work / "fp32-cpu.onnx", parity=self.parity, atol=cfg.optimize.tolerance, recipe=recipe
-            )
+            cpu = rewrite_layernorm(
+                fp32, self.work / "fp32-cpu.onnx", mode=cfg.layernorm, parity=self.parity,
+                atol=cfg.optimize.tolerance, recipe=recipe,
+            )  # fmt: skip
             graphs["fp32"] = (cpu, recipe)
         return graphs
 
@@ -125,7 +126,7 @@ class VariantBuilder:
                 continue
             calib = calib_feeds if qcfg.needs_calibration else None
             path = quantize(fp32[0], self.work / f"int8-{i}.onnx", qcfg, calibration=calib, parity=self.parity,
-                            recipe=recipe)  # fmt: skip
+                            recipe=recipe, layernorm=self.cfg.layernorm)  # fmt: skip
             if failures:
                 recipe[-1]["after_failed"] = list(failures)
             try:

@@ -28,10 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", required=True, type=Path, help="pipeline TOML file (see configs/)")
     p.add_argument("--resume", action="store_true", help="reuse stages whose complete output exists")
     p.add_argument("--until", choices=STAGES, help="stop after this stage")
+    p.add_argument(
+        "--from-snapped", type=Path, metavar="CHECKPOINT",
+        help="start at the snapped export from this checkpoint (python -m export.recover BUNDLE --out CHECKPOINT): "
+        "the same weights through the configuration's export, calibration and shipping",
+    )  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_pipeline(read_pipeline_config(args.config), resume=args.resume, until=args.until)
+        run_pipeline(read_pipeline_config(args.config), resume=args.resume, until=args.until, snapped=args.from_snapped)
     except (ExportError, AidetectError, ValueError, OSError) as exc:
         return fail(exc)
     return 0

@@ -117,9 +117,27 @@ def snap(config: PipelineConfig, bundles: Path, resume: bool, progress: Progress
         return out
     checkpoint = config.work_dir / "snapped"
     logger.info("snap: python -m export.recover %s --out %s", bundles / "int8", checkpoint)
-    record = recover(bundles / "int8", checkpoint)
+    recover(bundles / "int8", checkpoint)
+    return export_snapped(config, checkpoint, progress)
+
+
+def export_snapped(config: PipelineConfig, checkpoint: Path, progress: Progress) -> Path:
+    """Export ``checkpoint`` (written by :func:`export.recover.recover`, with its ``recovered.json``) into the work
+    directory's ``bundles-snapped``; every variant's recipe starts with the ``snap`` stage of that record.
+
+    Raises:
+        ConfigError: ``checkpoint`` has no readable ``recovered.json``.
+    """
+    from export.errors import ConfigError
+
+    try:
+        record = json.loads((checkpoint / "recovered.json").read_text(encoding="utf-8"))
+        source = record["source"]["model.onnx"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{checkpoint}: not a recovered checkpoint (python -m export.recover): {exc}") from exc
+    out = config.work_dir / "bundles-snapped"
     _export(config, checkpoint, False, progress, out)
-    stage = {"stage": "snap", "source_sha256": record["source"]["model.onnx"]}
+    stage = {"stage": "snap", "source_sha256": source}
     stage.update({k: v for k, v in record.items() if k.startswith("max_abs_logit_diff")})
     for meta_path in sorted(out.glob("*/aidetect.json")):
         record_stage(meta_path.parent, stage)
@@ -143,8 +161,9 @@ def record_stage(bundle: Path, stage: Mapping[str, Any]) -> None:
 
 
 def run_pipeline(
-    config: PipelineConfig, *, resume: bool = False, until: str | None = None, progress: Progress | None = None
-) -> Path | None:
+    config: PipelineConfig, *, resume: bool = False, until: str | None = None, progress: Progress | None = None,
+    snapped: Path | None = None,
+) -> Path | None:  # fmt: skip
     """Run every stage of ``config``; return the shipped bundle directory (``None`` when stopped early).
 
     Args:
@@ -152,24 +171,36 @@ def run_pipeline(
         resume: Reuse stages whose complete output exists.
         until: Stop after this stage (one of :data:`STAGES`).
         progress: Told of every stage's progress.
+        snapped: A checkpoint recovered from a shipped int8 bundle (``python -m export.recover``): start at the
+            snapped export (``snap_weights``), skipping training, pruning and the first export, to ship the same
+            weights through another export recipe.
 
     Raises:
         export.errors.ExportError: A stage failed (the error of that stage); nothing is shipped.
     """
+    from export.errors import ConfigError
+
+    if snapped is not None and not config.snap_weights:
+        raise ConfigError(f"{config.path}: a snapped checkpoint needs snap_weights = true")
+    if snapped is not None and until in ("train", "prune"):
+        raise ConfigError(f"a snapped checkpoint starts after the {until} stage")
     progress = progress or LogProgress()
     config.work_dir.mkdir(parents=True, exist_ok=True)
     if config.data_dir is not None:
         use_data_dir(config.data_dir)
-    checkpoint = _train(config, resume, progress)
-    if until == "train":
-        return None
-    if config.prune is not None:
-        checkpoint = _prune(config, checkpoint, resume, progress)
-    if until == "prune":
-        return None
-    bundles = _export(config, checkpoint, resume, progress, config.work_dir / "bundles")
-    if config.snap_weights:
-        bundles = snap(config, bundles, resume, progress)
+    if snapped is not None:
+        bundles = export_snapped(config, Path(snapped), progress)
+    else:
+        checkpoint = _train(config, resume, progress)
+        if until == "train":
+            return None
+        if config.prune is not None:
+            checkpoint = _prune(config, checkpoint, resume, progress)
+        if until == "prune":
+            return None
+        bundles = _export(config, checkpoint, resume, progress, config.work_dir / "bundles")
+        if config.snap_weights:
+            bundles = snap(config, bundles, resume, progress)
     if until == "export":
         return None
     if config.calibrate is not None:
@@ -182,11 +213,15 @@ def run_pipeline(
         )
         if not (resume and decision):
             calibrate_bundle(CalibrateConfig(bundle=str(bundles / config.variant), **options))
-    return ship(bundles / config.variant, config.out, config.path)
+    return ship(bundles / config.variant, config.out, config.path, snapped=snapped)
 
 
-def ship(bundle: Path, out: Path, config_path: Path) -> Path:
-    """Copy a verified bundle to ``out`` (atomically) and record how to reproduce it in its ``aidetect.json``."""
+def ship(bundle: Path, out: Path, config_path: Path, *, snapped: Path | None = None) -> Path:
+    """Copy a verified bundle to ``out`` (atomically) and record how to reproduce it in its ``aidetect.json``.
+
+    With ``snapped`` (the run started at the snapped export) the record says so: the full command reproduces
+    the weights from the data, ``--from-snapped`` the export from the recovered checkpoint.
+    """
     from aidetect_infer.bundle import load_bundle
 
     staging = out.with_name(out.name + ".staging")
@@ -199,6 +234,11 @@ def ship(bundle: Path, out: Path, config_path: Path) -> Path:
         "config": config_path.as_posix(),
         "config_sha256": sha256_file(config_path),
     }
+    if snapped is not None:
+        meta["reproduce"]["export_only"] = (
+            f"python -m export.recover <the bundle of the snap stage> --out {snapped.as_posix()} && "
+            f"python -m export.pipeline --config {config_path.as_posix()} --from-snapped {snapped.as_posix()}"
+        )
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     load_bundle(staging)  # still a valid bundle: checksums cover the model and the tokenizer, not the metadata
     replace_dir(staging, out)

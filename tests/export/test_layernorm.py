@@ -1,4 +1,5 @@
-"""LayerNorm rewrite: plain operators compute what the fused kernels compute, on single nodes and whole models."""
+"""LayerNorm rewrites: plain operators and ONNX LayerNormalization compute what the fused kernels compute, on single
+nodes and whole models."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.errors import ExportError
 from export.onnx.export import ExportConfig, export_onnx, load_checkpoint, parity_set
-from export.onnx.layernorm import decompose_layernorm, decompose_model
+from export.onnx.layernorm import decompose_model, rewrite_layernorm, rewrite_model
 from export.onnx.optimize import OptimizeConfig, optimize
 from export.onnx.quantize import QuantizeConfig, quantize
 
@@ -71,6 +72,39 @@ def test_skip_layernorm_with_bias_and_sum_output(opset: int) -> None:
     np.testing.assert_allclose(plain[0], fused[0], atol=2e-5)
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_skip_layernorm_as_standard_layernormalization(with_bias: bool) -> None:
+    p = _params(7)
+    inputs = ["x", "skip", "gamma", "beta"] + (["bias"] if with_bias else [])
+    node = helper.make_node(
+        "SkipLayerNormalization", inputs, ["y", "", "", "sum"], domain="com.microsoft", epsilon=1e-6
+    )  # fmt: skip
+    model = _graph([node], p, ["y", "sum"], 17)
+    fused = _run(model, {"x": p["x"], "skip": p["skip"]})
+    assert rewrite_model(model, "standard") == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == ["Add", "Add", "LayerNormalization"] if with_bias else ["Add", "LayerNormalization"]
+    assert all(n.domain == "" for n in model.graph.node)
+    standard = _run(model, {"x": p["x"], "skip": p["skip"]})
+    summed = p["x"] + p["skip"] + (p["bias"] if with_bias else 0)
+    np.testing.assert_allclose(standard[1], summed, atol=1e-6)
+    np.testing.assert_allclose(standard[0], _reference(summed, p["gamma"], p["beta"], 1e-6), atol=2e-5)
+    np.testing.assert_allclose(standard[0], fused[0], atol=2e-5)
+
+
+def test_standard_mode_keeps_layernormalization_and_needs_opset_17() -> None:
+    p = _params(8)
+    plain = helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5)
+    model = _graph([plain], p, ["y"], 17)
+    assert rewrite_model(model, "standard") == 0
+    assert [n.op_type for n in model.graph.node] == ["LayerNormalization"]
+    skip = helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"], domain="com.microsoft")
+    with pytest.raises(ExportError, match="opset 17"):
+        rewrite_model(_graph([skip], p, ["y"], 16), "standard")
+    with pytest.raises(ValueError, match="layernorm mode"):
+        rewrite_model(model, "plain")
+
+
 @pytest.mark.parametrize("with_beta", [True, False])
 def test_layernormalization_node(with_beta: bool) -> None:
     p = _params(3)
@@ -107,7 +141,7 @@ def fused_graphs(tiny_checkpoint: Path, sample_texts: list[str], tmp_path_factor
 def test_whole_model_matches_pytorch_and_the_fused_graph(fused_graphs: Any, tmp_path: Path) -> None:
     parity, fp32, _ = fused_graphs
     recipe: list[dict[str, Any]] = []
-    out = decompose_layernorm(fp32, tmp_path / "plain.onnx", parity=parity, atol=1e-4, recipe=recipe)
+    out = rewrite_layernorm(fp32, tmp_path / "plain.onnx", parity=parity, atol=1e-4, recipe=recipe)
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     before = [n.op_type for n in onnx.load(str(fp32)).graph.node]
     assert before.count("SkipLayerNormalization") == 4 and "SkipLayerNormalization" not in ops
@@ -119,7 +153,7 @@ def test_whole_model_matches_pytorch_and_the_fused_graph(fused_graphs: Any, tmp_
 def test_int8_graph_keeps_its_quantized_products(fused_graphs: Any, tmp_path: Path) -> None:
     parity, fp32, _ = fused_graphs
     int8 = quantize(fp32, tmp_path / "int8.onnx", QuantizeConfig.avx512_vnni())
-    plain = decompose_layernorm(int8, tmp_path / "int8-plain.onnx", parity=parity)
+    plain = rewrite_layernorm(int8, tmp_path / "int8-plain.onnx", parity=parity)
     quantized = {"MatMulInteger", "QAttention", "DynamicQuantizeLinear"}
 
     def count(path: Path) -> list[str]:
@@ -127,3 +161,26 @@ def test_int8_graph_keeps_its_quantized_products(fused_graphs: Any, tmp_path: Pa
 
     assert count(plain) == count(int8) and count(int8)
     assert abs(parity.max_abs_diff(plain) - parity.max_abs_diff(int8)) < 0.05
+
+
+def test_standard_whole_model_matches_pytorch_and_stays_unfused_in_onnxruntime(
+    fused_graphs: Any, tmp_path: Path
+) -> None:
+    """Standard LayerNorms: same logits, and ONNX Runtime's own fusions do not turn them back into the slow
+    ``SkipLayerNormalization`` when the session opens (the optimized graph it writes is inspected)."""
+    import onnxruntime as ort
+
+    parity, fp32, _ = fused_graphs
+    recipe: list[dict[str, Any]] = []
+    out = rewrite_layernorm(fp32, tmp_path / "std.onnx", mode="standard", parity=parity, atol=1e-4, recipe=recipe)
+    assert recipe[0] == {**recipe[0], "stage": "layernorm", "mode": "standard", "nodes": 4}
+    assert recipe[0]["parity_max_abs_logit_diff"] < 1e-4
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("LayerNormalization") == 4 and "SkipLayerNormalization" not in ops
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "session.onnx")
+    ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+    session_ops = [n.op_type for n in onnx.load(str(tmp_path / "session.onnx")).graph.node]
+    assert session_ops.count("LayerNormalization") == 4 and "SkipLayerNormalization" not in session_ops
+    with pytest.raises(ValueError, match="decomposed or standard"):
+        rewrite_layernorm(fp32, tmp_path / "x.onnx", mode="fused")

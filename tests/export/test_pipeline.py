@@ -99,6 +99,31 @@ def test_snapped_weights_are_exactly_what_the_shipped_int8_holds(
     for name, weight in snapped.items():
         np.testing.assert_allclose(again[name], weight, rtol=0, atol=2e-6 * max(1.0, float(np.abs(weight).max())))
 
+    # --from-snapped: the shipped bundle's recovered weights through the export again, without training
+    from aidetect_infer import Detector
+
+    before = Detector.from_pretrained(shipped, provider="cpu", threads=1).predict_proba(sample_texts[:8])
+    shipped_sha = meta["files"]["model.onnx"]["sha256"]
+    assert main(["--config", str(config), "--from-snapped", str(tmp_path / "again")]) == 0
+    meta = json.loads((shipped / "aidetect.json").read_text())
+    assert [r["stage"] for r in meta["recipe"]].count("snap") == 1
+    assert meta["recipe"][0]["source_sha256"] == shipped_sha
+    assert "--from-snapped" in meta["reproduce"]["export_only"]
+    after = Detector.from_pretrained(shipped, provider="cpu", threads=1).predict_proba(sample_texts[:8])
+    np.testing.assert_allclose(after, before, atol=0.02)  # the same weights; int8 activations round alike
+
+
+def test_from_snapped_refuses_a_config_without_snapping_and_a_plain_checkpoint(
+    tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = _tiny_config(tiny_checkpoint, sample_texts, tmp_path)
+    assert main(["--config", str(plain), "--from-snapped", str(tiny_checkpoint)]) != 0
+    assert "snap_weights" in capsys.readouterr().err
+    snapping = _tiny_config(tiny_checkpoint, sample_texts, tmp_path, top="snap_weights = true")
+    assert main(["--config", str(snapping), "--from-snapped", str(tiny_checkpoint)]) != 0
+    assert "not a recovered checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "shipped").exists()
+
 
 def test_snap_weights_needs_the_int8_variant(tmp_path: Path) -> None:
     from export.errors import ConfigError

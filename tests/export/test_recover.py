@@ -19,13 +19,17 @@ from export.recover import RECORD_FILE, main, recover  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["shipped", "decomposed"])
 def shipped_recipe_bundle(
-    tiny_checkpoint: Path, sample_texts: list[str], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The tiny checkpoint through the shipped int8 recipe: outlier split, int8 tables, LayerNorm rewrite."""
+    request: pytest.FixtureRequest, tiny_checkpoint: Path, sample_texts: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:  # fmt: skip
+    """The tiny checkpoint through the shipped int8 recipe: outlier split, int8 tables, LayerNorm rewrite (the
+    shipped config's, and the plain operators of earlier bundles)."""
     recipe = {**read_pipeline_config(REPO / "configs" / "default.toml").export, "max_length": 64, "threads": 1}
     recipe.pop("eval")
+    if request.param != "shipped":
+        recipe["layernorm"] = request.param
     texts = sorted(sample_texts, key=len, reverse=True)[:8]
     out = tmp_path_factory.mktemp("recover") / "int8"
     return int8_bundle(tiny_checkpoint, out, texts=texts, name="tiny", recipe=recipe)
@@ -51,6 +55,11 @@ def test_recovered_weights_are_the_bundles_and_compute_its_function(
     graph = onnx.load(str(shipped_recipe_bundle / "model.onnx")).graph
     assert any(n.name.endswith("/outlier_add") for n in graph.node)  # the split is there to be folded back
     assert any(n.name.endswith("/neurons/outliers") for n in graph.node)
+    # the recovered LayerNorm weights are read off either rewrite (the embedding LayerNorm stays fused)
+    meta = json.loads((shipped_recipe_bundle / "aidetect.json").read_text())
+    mode = next(r["mode"] for r in meta["recipe"] if r["stage"] == "layernorm")
+    norms = [n.op_type for n in graph.node if n.op_type in ("LayerNormalization", "ReduceMean")]
+    assert norms and set(norms) == {{"standard": "LayerNormalization", "decomposed": "ReduceMean"}[mode]}
     record = recover(shipped_recipe_bundle, tmp_path / "ckpt")
     assert record["max_abs_logit_diff_vs_dequantized_graph"] <= 1e-4
     assert json.loads((tmp_path / "ckpt" / RECORD_FILE).read_text())["source"]["name"] == "tiny-int8"
