@@ -28,7 +28,7 @@ from export.onnx.build import VariantReport, build_bundles
 from export.onnx.export import EXPORTERS
 from export.onnx.layernorm import MODES as LAYERNORM_MODES
 from export.onnx.optimize import LEVELS
-from export.onnx.quantize import EMBEDDING_SCALES
+from export.onnx.quantize import EMBEDDING_SCALES, OUTLIER_PRODUCT_SETS
 from export.onnx.recipe import INT8_PRESETS, VARIANTS, BuildConfig, build_config
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--embedding-scales", choices=EMBEDDING_SCALES, default="tensor",
         help="with --quantize-embeddings: one scale for the word table (tensor) or one per vocabulary row (row)",
+    )  # fmt: skip
+    p.add_argument(
+        "--outlier-products", choices=OUTLIER_PRODUCT_SETS, default="ffn_attention",
+        help="int8 with outlier channels: split the FFN products and the attention output projection, or the FFN's"
+        " only",
     )  # fmt: skip
     p.add_argument(
         "--layernorm", choices=LAYERNORM_MODES, default="standard",

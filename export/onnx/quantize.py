@@ -77,6 +77,7 @@ from numpy.typing import NDArray
 
 from export.errors import ConfigError
 from export.files import run_stage, staged_file
+from export.onnx.outliers import OUTLIER_PRODUCTS
 from export.onnx.parity import ParitySet
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ MODES = ("dynamic", "static", "weight_only")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 EMBEDDING_OPS = ("EmbedLayerNormalization", "Gather")
 """Operators holding embedding tables: the fused one, or the plain lookup of an unfused graph."""
+OUTLIER_PRODUCT_SETS = tuple(OUTLIER_PRODUCTS)
+"""The names of :data:`export.onnx.outliers.OUTLIER_PRODUCTS`."""
 FFN_OUTPUT = r"layer\.\d+/(ffn/lin2|output/dense)/"
 """Node names of the FFN output projections (DistilBERT ``ffn.lin2``, BERT ``output.dense``)."""
 EARLY_FFN_OUTPUT = r"layer\.[0-2]/(ffn/lin2|output/dense)/"
@@ -121,6 +124,8 @@ class QuantizeConfig:
             needs the fused embedding node).
         outliers: Dynamic mode: this many input channels of every FFN and attention output product (the largest
             on calibration windows) kept in fp32 beside the int8 product (:mod:`export.onnx.outliers`); 0: none.
+        outlier_products: Which products ``outliers`` splits: ``"ffn_attention"`` (both FFN products and the
+            attention output projection) or ``"ffn"`` (see :data:`export.onnx.outliers.OUTLIER_PRODUCTS`).
     """
 
     mode: str = "dynamic"
@@ -137,6 +142,7 @@ class QuantizeConfig:
     embeddings: bool = False
     embedding_scales: str = "tensor"
     outliers: int = 0
+    outlier_products: str = "ffn_attention"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -163,6 +169,8 @@ class QuantizeConfig:
                 raise ValueError(f"exclude pattern {pattern!r} is not a regular expression: {exc}") from exc
         if not isinstance(self.outliers, int) or isinstance(self.outliers, bool) or self.outliers < 0:
             raise ValueError(f"outliers must be a non-negative integer, got {self.outliers!r}")
+        if self.outlier_products not in OUTLIER_PRODUCT_SETS:
+            raise ValueError(f"outlier_products must be one of {OUTLIER_PRODUCT_SETS}, got {self.outlier_products!r}")
         if self.outliers and self.mode != "dynamic":
             raise ValueError(f"outliers apply to dynamic int8 only, not {self.mode!r}")
         if not isinstance(self.block_size, int) or self.block_size < 16 or self.block_size & (self.block_size - 1):
@@ -224,6 +232,8 @@ class QuantizeConfig:
             out["excluded_as"] = f"weight_only (8-bit, block {self.block_size})" if self.exclude_weight_only else "fp32"
         if self.outliers:
             out["outlier_channels"] = self.outliers
+            if self.outlier_products != "ffn_attention":
+                out["outlier_products"] = self.outlier_products
         if self.mode == "static":
             out.update(format="QDQ", activation_type=self.activation_type, calibration_method=self.calibration_method)
         return {**out, **self._tables()}
@@ -276,7 +286,8 @@ def _quantize_to(
     from export.onnx.outliers import split_outliers
 
     model = onnx.load(str(onnx_in))
-    chosen = split_outliers(model, list(calibration or ())[: cfg.calibration_size], cfg.outliers)
+    pattern = OUTLIER_PRODUCTS[cfg.outlier_products]
+    chosen = split_outliers(model, list(calibration or ())[: cfg.calibration_size], cfg.outliers, pattern=pattern)
     split = staged.with_name(staged.name + ".outliers.onnx")
     try:
         onnx.save(model, str(split))

@@ -165,6 +165,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "int8": "auto",
     "quantize_embeddings": False,
     "embedding_scales": "tensor",
+    "outlier_products": "ffn_attention",
     "layernorm": "standard",
     "calibration": None,
     "eval": (),
@@ -192,8 +193,8 @@ def build_config(
     """The :class:`BuildConfig` of named options (:data:`OPTION_DEFAULTS` for those not given).
 
     ``max_length`` defaults to the checkpoint's training value (else 256), ``opset`` to 17 (18 for dynamo);
-    ``int8`` names a preset of :data:`INT8_PRESETS`; ``quantize_embeddings`` and ``embedding_scales`` apply to each
-    of its settings.
+    ``int8`` names a preset of :data:`INT8_PRESETS`; ``quantize_embeddings``, ``embedding_scales`` and
+    ``outlier_products`` apply to each of its settings.
 
     Raises:
         ConfigError: An unknown option, or a value out of range.
@@ -209,6 +210,7 @@ def build_config(
     except ValueError:
         training = None  # the build itself reports an unreadable record
     exporter = o["exporter"]
+    tables = {"embeddings": o["quantize_embeddings"], "embedding_scales": o["embedding_scales"]}
     gate = GateConfig(o["gate_auc_drop"], o["gate_agreement"], o["gate_prob_diff"], o["gate_batch_diff"])
     try:
         return BuildConfig(
@@ -222,7 +224,7 @@ def build_config(
             ),
             optimize=OptimizeConfig(level=o["optimize"]),
             quantize=tuple(
-                dataclasses.replace(q, embeddings=o["quantize_embeddings"], embedding_scales=o["embedding_scales"])
+                dataclasses.replace(q, **tables, outlier_products=o["outlier_products"])
                 for q in INT8_PRESETS[o["int8"]]
             ),
             gate=gate if o["gate"] else None,

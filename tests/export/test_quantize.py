@@ -398,6 +398,26 @@ def test_outlier_channels_split_exactly_and_are_the_largest(stage_inputs: Any, t
         QuantizeConfig(outliers=-1)
 
 
+def test_outlier_products_ffn_leaves_the_attention_output_product_whole(stage_inputs: Any, tmp_path: Path) -> None:
+    """``outlier_products="ffn"``: only the FFN products are split, through the quantizer too; the recipe says so."""
+    ckpt, parity, raw = stage_inputs
+    src = optimize(raw, tmp_path / "o2.onnx", OptimizeConfig("O2"), architecture=ckpt.architecture(), parity=parity)
+    recipe: list[dict[str, Any]] = []
+    cfg = QuantizeConfig(outliers=2, outlier_products="ffn")
+    out = quantize(src, tmp_path / "int8.onnx", cfg, calibration=parity.feeds, recipe=recipe)
+    names = [n.name for n in onnx.load(str(out)).graph.node]
+    split = {n.rsplit("/MatMul/", 1)[0].split("/")[-1] for n in names if n.endswith("/outlier_add")}
+    assert split == {"lin1", "lin2"}
+    assert not any("out_lin/MatMul/" in n for n in names)
+    entry = recipe[0]
+    assert entry["outlier_products"] == "ffn" and set(entry["outlier_channels_by_node"]) == {
+        n for n in entry["outlier_channels_by_node"] if "/ffn/" in n
+    }
+    assert len(entry["outlier_channels_by_node"]) == 2 * ckpt.model.config.n_layers
+    with pytest.raises(ValueError, match="outlier_products"):
+        QuantizeConfig(outliers=2, outlier_products="attention")
+
+
 def test_outlier_channels_cut_the_int8_error_of_an_outlier(
     stage_inputs: Any, sample_texts: list[str], tmp_path: Path
 ) -> None:
