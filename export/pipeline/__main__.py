@@ -33,10 +33,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start at the snapped export from this checkpoint (python -m export.recover BUNDLE --out CHECKPOINT): "
         "the same weights through the configuration's export, calibration and shipping",
     )  # fmt: skip
+    p.add_argument(
+        "--from-checkpoint", type=Path, metavar="CHECKPOINT",
+        help="start after pruning from this checkpoint: the configuration's [[tune]] stages, export, calibration "
+        "and shipping",
+    )  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_pipeline(read_pipeline_config(args.config), resume=args.resume, until=args.until, snapped=args.from_snapped)
+        run_pipeline(
+            read_pipeline_config(args.config),
+            resume=args.resume,
+            until=args.until,
+            snapped=args.from_snapped,
+            checkpoint=args.from_checkpoint,
+        )
     except (ExportError, AidetectError, ValueError, OSError) as exc:
         return fail(exc)
     return 0

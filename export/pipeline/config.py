@@ -9,6 +9,9 @@ The TOML file names every stage and its options:
   tokenizer.
 - ``[prune]`` (optional): options of ``python -m export.prune`` (:func:`export.prune.job.job_from_options`),
   and ``out``.
+- ``[[tune]]`` (optional, any number): training stages after pruning, options as ``[[train]]``; the first
+  continues from the pruned checkpoint (or the last training stage's without ``[prune]``), each later one from
+  the one before; without ``out`` one writes ``<work_dir>/tune-<n>``.
 - ``[export]``: options of ``python -m export.to_onnx`` (:func:`export.onnx.recipe.build_config`).
 - ``[calibrate]`` (optional): options of :class:`export.calibrate.fit.CalibrateConfig`, applied to the shipped
   variant.
@@ -30,7 +33,7 @@ from export.errors import ConfigError
 
 TOP_LEVEL = (
     "name", "work_dir", "out", "variant", "data_dir", "snap_weights",
-    "train", "normalize", "prune", "export", "calibrate",
+    "train", "normalize", "prune", "tune", "export", "calibrate",
 )  # fmt: skip
 
 
@@ -43,6 +46,7 @@ class PipelineConfig:
         train: The options of each ``[[train]]`` stage, in order.
         export: The ``[export]`` options.
         prune: The ``[prune]`` options (``None``: no pruning).
+        tune: The options of each ``[[tune]]`` stage, in order (trained after pruning).
         calibrate: The ``[calibrate]`` options (``None``: no calibration).
         fold_confusables: Fold look-alike letters into each trained tokenizer.
         name: The bundle name prefix.
@@ -60,6 +64,7 @@ class PipelineConfig:
     train: tuple[Mapping[str, Any], ...]
     export: Mapping[str, Any] = field(default_factory=dict)
     prune: Mapping[str, Any] | None = None
+    tune: tuple[Mapping[str, Any], ...] = ()
     calibrate: Mapping[str, Any] | None = None
     fold_confusables: bool = False
     name: str | None = None
@@ -99,6 +104,7 @@ def read_pipeline_config(path: str | os.PathLike[str]) -> PipelineConfig:
         train=tuple(dict(stage) for stage in config.get("train", [])),
         export=dict(config.get("export", {})),
         prune=dict(config["prune"]) if "prune" in config else None,
+        tune=tuple(dict(stage) for stage in config.get("tune", [])),
         calibrate=dict(config["calibrate"]) if "calibrate" in config else None,
         fold_confusables=bool(config.get("normalize", {}).get("fold_confusables", False)),
         name=config.get("name"),

@@ -21,7 +21,7 @@ from export.progress import LogProgress, Progress
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("train", "prune", "export")
+STAGES = ("train", "prune", "tune", "export")
 
 
 def to_argv(options: Mapping[str, Any]) -> list[str]:
@@ -43,22 +43,26 @@ def to_argv(options: Mapping[str, Any]) -> list[str]:
     return argv
 
 
-def _train(config: PipelineConfig, resume: bool, progress: Progress) -> Path:
+def _train(
+    config: PipelineConfig, stages: tuple[Mapping[str, Any], ...], kind: str, checkpoint: Path | None, resume: bool,
+    progress: Progress,
+) -> Path | None:  # fmt: skip
+    """Run training ``stages`` in order (``kind``: train or tune), each from the one before (the first from
+    ``checkpoint`` unless it names a ``base``); return the last checkpoint (``checkpoint`` when there are none)."""
     from export.train.config import config_from_values
     from export.train.loop import train
     from export.train.record import TRAINING_FILE
 
-    checkpoint: Path | None = None
-    for n, stage in enumerate(config.train, start=1):
+    for n, stage in enumerate(stages, start=1):
         options = dict(stage)
         if "base" not in options:
             options["base"] = str(checkpoint)
-        options.setdefault("out", str(config.work_dir / f"train-{n}"))
+        options.setdefault("out", str(config.work_dir / f"{kind}-{n}"))
         out = Path(options["out"])
         if resume and (out / TRAINING_FILE).is_file():
-            logger.info("train-%d: reusing %s", n, out)
+            logger.info("%s-%d: reusing %s", kind, n, out)
         else:
-            logger.info("train-%d: python -m export.train %s", n, " ".join(to_argv(options)))
+            logger.info("%s-%d: python -m export.train %s", kind, n, " ".join(to_argv(options)))
             train(config_from_values(options), progress=progress)
         checkpoint = out
         # Folded after every stage, so a later stage trains on the tokenizer that ships.
@@ -67,7 +71,6 @@ def _train(config: PipelineConfig, resume: bool, progress: Progress) -> Path:
 
             if fold_checkpoint(checkpoint):
                 logger.info("normalize: %s folds look-alike letters now", checkpoint)
-    assert checkpoint is not None  # PipelineConfig has at least one [[train]] stage
     return checkpoint
 
 
@@ -162,7 +165,7 @@ def record_stage(bundle: Path, stage: Mapping[str, Any]) -> None:
 
 def run_pipeline(
     config: PipelineConfig, *, resume: bool = False, until: str | None = None, progress: Progress | None = None,
-    snapped: Path | None = None,
+    snapped: Path | None = None, checkpoint: Path | None = None,
 ) -> Path | None:  # fmt: skip
     """Run every stage of ``config``; return the shipped bundle directory (``None`` when stopped early).
 
@@ -174,16 +177,24 @@ def run_pipeline(
         snapped: A checkpoint recovered from a shipped int8 bundle (``python -m export.recover``): start at the
             snapped export (``snap_weights``), skipping training, pruning and the first export, to ship the same
             weights through another export recipe.
+        checkpoint: Start after pruning from this checkpoint: its ``[[tune]]`` stages, then the export (e.g. a
+            checkpoint recovered from a shipped bundle, tuned further).
 
     Raises:
         export.errors.ExportError: A stage failed (the error of that stage); nothing is shipped.
     """
     from export.errors import ConfigError
 
+    if snapped is not None and checkpoint is not None:
+        raise ConfigError("start from a snapped checkpoint or from a checkpoint, not both")
     if snapped is not None and not config.snap_weights:
         raise ConfigError(f"{config.path}: a snapped checkpoint needs snap_weights = true")
-    if snapped is not None and until in ("train", "prune"):
-        raise ConfigError(f"a snapped checkpoint starts after the {until} stage")
+    start = snapped if snapped is not None else checkpoint
+    skipped = ("train", "prune") if snapped is None else ("train", "prune", "tune")
+    if start is not None and until in skipped:
+        raise ConfigError(f"a {'snapped ' if snapped is not None else ''}checkpoint starts after the {until} stage")
+    if checkpoint is not None and not (Path(checkpoint) / "config.json").is_file():
+        raise ConfigError(f"{checkpoint}: not a checkpoint (no config.json)")
     progress = progress or LogProgress()
     config.work_dir.mkdir(parents=True, exist_ok=True)
     if config.data_dir is not None:
@@ -191,14 +202,22 @@ def run_pipeline(
     if snapped is not None:
         bundles = export_snapped(config, Path(snapped), progress)
     else:
-        checkpoint = _train(config, resume, progress)
-        if until == "train":
+        if checkpoint is None:
+            trained = _train(config, config.train, "train", None, resume, progress)
+            assert trained is not None  # PipelineConfig has at least one [[train]] stage
+            if until == "train":
+                return None
+            if config.prune is not None:
+                trained = _prune(config, trained, resume, progress)
+            if until == "prune":
+                return None
+        else:
+            trained = Path(checkpoint)
+        trained = _train(config, config.tune, "tune", trained, resume, progress)
+        assert trained is not None
+        if until == "tune":
             return None
-        if config.prune is not None:
-            checkpoint = _prune(config, checkpoint, resume, progress)
-        if until == "prune":
-            return None
-        bundles = _export(config, checkpoint, resume, progress, config.work_dir / "bundles")
+        bundles = _export(config, trained, resume, progress, config.work_dir / "bundles")
         if config.snap_weights:
             bundles = snap(config, bundles, resume, progress)
     if until == "export":
@@ -213,14 +232,17 @@ def run_pipeline(
         )
         if not (resume and decision):
             calibrate_bundle(CalibrateConfig(bundle=str(bundles / config.variant), **options))
-    return ship(bundles / config.variant, config.out, config.path, snapped=snapped)
+    return ship(bundles / config.variant, config.out, config.path, snapped=snapped, checkpoint=checkpoint)
 
 
-def ship(bundle: Path, out: Path, config_path: Path, *, snapped: Path | None = None) -> Path:
+def ship(
+    bundle: Path, out: Path, config_path: Path, *, snapped: Path | None = None, checkpoint: Path | None = None
+) -> Path:
     """Copy a verified bundle to ``out`` (atomically) and record how to reproduce it in its ``aidetect.json``.
 
-    With ``snapped`` (the run started at the snapped export) the record says so: the full command reproduces
-    the weights from the data, ``--from-snapped`` the export from the recovered checkpoint.
+    With ``snapped`` (the run started at the snapped export) or ``checkpoint`` (after pruning) the record says so:
+    the full command reproduces the weights from the data, ``--from-snapped`` the export from the recovered
+    checkpoint, ``--from-checkpoint`` the stages after pruning from that checkpoint.
     """
     from aidetect_infer.bundle import load_bundle
 
@@ -238,6 +260,10 @@ def ship(bundle: Path, out: Path, config_path: Path, *, snapped: Path | None = N
         meta["reproduce"]["export_only"] = (
             f"python -m export.recover <the bundle of the snap stage> --out {snapped.as_posix()} && "
             f"python -m export.pipeline --config {config_path.as_posix()} --from-snapped {snapped.as_posix()}"
+        )
+    if checkpoint is not None:
+        meta["reproduce"]["after_pruning"] = (
+            f"python -m export.pipeline --config {config_path.as_posix()} --from-checkpoint {checkpoint.as_posix()}"
         )
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     load_bundle(staging)  # still a valid bundle: checksums cover the model and the tokenizer, not the metadata

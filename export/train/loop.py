@@ -92,6 +92,8 @@ def train(cfg: TrainConfig, *, progress: Progress | None = None) -> Path:
         logger.info("draws per data set and label: %s", mix_record)
 
     model, tokenizer_json = load_base(cfg.base, seed=cfg.seed)
+    # a checkpoint of this project carries its record on: what it was trained from, pruned to, and folded with
+    base_record = TrainingRecord.read(cfg.base) if Path(cfg.base).is_dir() else None
     tok = load_tokenizer(tokenizer_json, cfg.max_length)
     pad_id = model.config.pad_token_id or 0
     val_ids = encode(tok, val_recs)
@@ -190,6 +192,9 @@ def train(cfg: TrainConfig, *, progress: Progress | None = None) -> Path:
         wall_time_s=round(time.time() - started, 1),
         threads=torch.get_num_threads(),
         versions=versions(),
+        pruning=base_record.pruning if base_record else None,
+        source={"checkpoint": cfg.base, "training": base_record.to_dict()} if base_record else None,
+        tokenizer_normalizer=base_record.tokenizer_normalizer if base_record else None,
     )
     record.write(out)
     logger.info("best validation roc_auc %.4f at step %d; wrote %s", best["roc_auc"], best["step"], out)

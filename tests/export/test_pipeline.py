@@ -19,8 +19,9 @@ def test_to_argv() -> None:
     assert argv == ["--batch-size", "16", "--distill", "--variant", "fp32", "int8"]
 
 
-def _tiny_config(tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path, top: str = "") -> Path:
-    """A pipeline of one short training stage and an int8 export of the tiny checkpoint; ``top``: more keys."""
+def _tiny_config(tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path, top: str = "", tail: str = "") -> Path:
+    """A pipeline of one short training stage and an int8 export of the tiny checkpoint; ``top``: more keys,
+    ``tail``: more tables."""
     data = tmp_path / "data.jsonl"
     data.write_text(
         "".join(json.dumps({"text": t, "label": i % 2, "group": f"g{i}"}) + "\n" for i, t in enumerate(sample_texts)),
@@ -48,6 +49,7 @@ eval = ["{data}@validation"]
 gate_auc_drop = 1.0
 gate_agreement = 0.0
 threads = 1
+{tail}
 """,
         encoding="utf-8",
     )
@@ -123,6 +125,39 @@ def test_from_snapped_refuses_a_config_without_snapping_and_a_plain_checkpoint(
     assert main(["--config", str(snapping), "--from-snapped", str(tiny_checkpoint)]) != 0
     assert "not a recovered checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "shipped").exists()
+
+
+def test_tune_stages_train_after_pruning_and_from_checkpoint_starts_there(
+    tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data.jsonl"
+    tune = f'[[tune]]\ndata = ["{data}"]\nepochs = 1.0\nmax_length = 64\nlearning_rate = 1e-5\nseed = 7\nthreads = 1\n'
+    config = _tiny_config(tiny_checkpoint, sample_texts, tmp_path, tail=tune)
+    assert main(["--config", str(config), "--until", "tune"]) == 0
+    work = tmp_path / "work"
+    tuned = json.loads((work / "tune-1" / "training.json").read_text())
+    # the tune stage continues from the last training stage and carries its record
+    assert tuned["config"]["base"] == str(work / "train-1")
+    assert tuned["source"]["checkpoint"] == str(work / "train-1")
+    assert tuned["source"]["training"] == json.loads((work / "train-1" / "training.json").read_text())
+    assert not (work / "bundles").exists() and not (tmp_path / "shipped").exists()
+
+    # --from-checkpoint: the tune stage from another checkpoint, then export and ship; the record says how
+    assert main(["--config", str(config), "--from-checkpoint", str(work / "train-1")]) == 0
+    meta = json.loads((tmp_path / "shipped" / "aidetect.json").read_text())
+    assert meta["training"]["source"]["checkpoint"] == str(work / "train-1")
+    assert meta["reproduce"]["after_pruning"].endswith(f"--from-checkpoint {(work / 'train-1').as_posix()}")
+    from safetensors.numpy import load_file
+
+    before = load_file(str(work / "train-1" / "model.safetensors"))
+    after = load_file(str(work / "tune-1" / "model.safetensors"))
+    assert any(not np.array_equal(before[k], after[k]) for k in before)  # the tune stage trained
+
+    # a directory that is not a checkpoint, and a start that skips the stage asked to stop after
+    assert main(["--config", str(config), "--from-checkpoint", str(tmp_path)]) != 0
+    assert "not a checkpoint" in capsys.readouterr().err
+    assert main(["--config", str(config), "--from-checkpoint", str(work / "train-1"), "--until", "prune"]) != 0
+    assert "starts after the prune stage" in capsys.readouterr().err
 
 
 def test_snap_weights_needs_the_int8_variant(tmp_path: Path) -> None:

@@ -290,6 +290,26 @@ def test_command_writes_a_pruned_checkpoint(pruned_dir: Path, tiny_checkpoint: P
     assert transformer_layers(model)[0].attention.n_heads == 1
 
 
+def test_training_on_from_a_pruned_checkpoint_keeps_its_shape_and_records(
+    pruned_dir: Path, data_files: list[Path], tmp_path: Path
+) -> None:
+    from export.train.config import config_from_values
+    from export.train.loop import train
+
+    out = train(
+        config_from_values(
+            {"base": str(pruned_dir), "data": [str(p) for p in data_files], "out": str(tmp_path / "tuned"),
+             "epochs": 1.0, "max_length": MAX_LENGTH, "batch_size": 8, "threads": 1}
+        )
+    )  # fmt: skip
+    model = load_classifier(out)
+    assert (len(transformer_layers(model)), model.config.hidden_dim) == (1, 32)
+    pruned = json.loads((pruned_dir / "training.json").read_text())
+    tuned = json.loads((out / "training.json").read_text())
+    assert tuned["pruning"] == pruned["pruning"]  # the bundle's variant.pruning still says what was cut
+    assert tuned["source"] == {"checkpoint": str(pruned_dir), "training": pruned}
+
+
 def test_pruned_checkpoint_exports_and_matches_pytorch_in_detector(
     pruned_dir: Path, eval_file: Path, cli: Any, sample_texts: list[str], tmp_path: Path
 ) -> None:
