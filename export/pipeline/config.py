@@ -83,6 +83,28 @@ class PipelineConfig:
             raise ConfigError(f"{self.path}: snap_weights recovers the int8 weights; this ships {self.variant!r}")
 
 
+def _int8_options(path: Path, export: Mapping[str, Any], options: dict[str, Any], where: str) -> dict[str, Any]:
+    """An int8-aware stage rounds as the ``[export]`` stage will: its calibration file, outlier products and
+    embedding tables default to the export's, and may not differ from them."""
+    from export.onnx.recipe import OPTION_DEFAULTS
+
+    if not options.get("int8_aware"):
+        return options
+    export = {**OPTION_DEFAULTS, **export}
+    if export.get("int8") != "outlier_channels":
+        raise ConfigError(f"{path}: {where} is int8-aware, which rounds as [export] int8 = 'outlier_channels'")
+    implied = {
+        "int8_calibration": export["calibration"],
+        "int8_outlier_products": export["outlier_products"],
+        "int8_embeddings": bool(export["quantize_embeddings"]),
+        "int8_outlier_channels": 8,  # QuantizeConfig.outlier_channels()
+    }
+    for key, value in implied.items():
+        if options.setdefault(key, value) != value:
+            raise ConfigError(f"{path}: {where}: {key} = {options[key]!r}, but the export's is {value!r}")
+    return options
+
+
 def read_pipeline_config(path: str | os.PathLike[str]) -> PipelineConfig:
     """Read and check a pipeline configuration file.
 
@@ -99,12 +121,20 @@ def read_pipeline_config(path: str | os.PathLike[str]) -> PipelineConfig:
     unknown = set(config) - set(TOP_LEVEL)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    export = dict(config.get("export", {}))
+
+    def stages(kind: str) -> tuple[dict[str, Any], ...]:
+        return tuple(
+            _int8_options(path, export, dict(stage), f"[[{kind}]] {n}")
+            for n, stage in enumerate(config.get(kind, []), 1)
+        )
+
     return PipelineConfig(
         path=path,
-        train=tuple(dict(stage) for stage in config.get("train", [])),
-        export=dict(config.get("export", {})),
+        train=stages("train"),
+        export=export,
         prune=dict(config["prune"]) if "prune" in config else None,
-        tune=tuple(dict(stage) for stage in config.get("tune", [])),
+        tune=stages("tune"),
         calibrate=dict(config["calibrate"]) if "calibrate" in config else None,
         fold_confusables=bool(config.get("normalize", {}).get("fold_confusables", False)),
         name=config.get("name"),

@@ -45,6 +45,12 @@ class TrainConfig:
     samples_per_epoch: int | None = None
     augment: float = 0.0
     data_dir: str | None = None
+    # int8-aware training (export.train.int8_aware): the export's int8 rounding in the forward pass
+    int8_aware: bool = False
+    int8_calibration: str | None = None
+    int8_outlier_products: str = "ffn_attention"
+    int8_outlier_channels: int = 8
+    int8_embeddings: bool = True
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,6 +68,10 @@ class TrainConfig:
             "balance": self.balance in ("none", "domain"),
             "samples_per_epoch": self.samples_per_epoch is None or self.samples_per_epoch >= 1,
             "augment": 0.0 <= self.augment <= 1.0,
+            "int8_outlier_products": self.int8_outlier_products in ("none", "ffn", "ffn_attention"),
+            "int8_outlier_channels": self.int8_outlier_channels >= 1,
+            "int8_calibration": not (self.int8_aware and self.int8_outlier_products != "none")
+            or self.int8_calibration is not None,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

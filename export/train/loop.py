@@ -9,6 +9,7 @@ The decision threshold stored for export is the equal-error-rate threshold on va
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,7 +18,9 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +28,10 @@ import torch
 from export.data import mix
 from export.data.augment import augment_texts
 from export.data.records import describe_file, load_training_data, use_data_dir
+from export.data.split import Split
 from export.evaluate import metrics
 from export.progress import LogProgress, Progress
+from export.train import int8_aware
 from export.train.batches import (
     adamw_with_warmup,
     collate,
@@ -43,6 +48,41 @@ from export.train.convert import load_base, save_checkpoint
 from export.train.record import TrainingRecord
 
 logger = logging.getLogger(__name__)
+
+
+def _int8_plan(
+    cfg: TrainConfig, model: torch.nn.Module, tok: Any
+) -> tuple[int8_aware.Int8Plan | None, Callable[[], None]]:
+    """With ``int8_aware``, the export's rounding of ``model`` (its outlier channels chosen on the export's
+    calibration windows of ``int8_calibration``: :mod:`export.train.int8_aware`) and a function that chooses them
+    again on the model as it is now (before every evaluation, so the saved checkpoint's are the ones the export
+    will choose)."""
+    if not cfg.int8_aware:
+        return None, lambda: None
+    windows: list[list[int]] = []
+    if cfg.int8_outlier_products != "none":
+        assert cfg.int8_calibration is not None  # TrainConfig checks it
+        split = Split(val_fraction=cfg.val_fraction, salt=cfg.split_salt)
+        windows = int8_aware.calibration_windows(cfg.int8_calibration, tok, split)
+
+    def choose() -> int8_aware.Int8Plan:
+        return int8_aware.plan(
+            model, windows, products=cfg.int8_outlier_products, k=cfg.int8_outlier_channels,
+            embeddings=cfg.int8_embeddings,
+        )  # fmt: skip
+
+    how = choose()
+    logger.info("int8-aware: %d products with fp32 outlier channels, embeddings %s", len(how.columns),
+                "rounded" if how.embeddings else "fp32")  # fmt: skip
+
+    def again() -> None:
+        new = choose()
+        moved = sum(new.columns[n] != how.columns.get(n) for n in new.columns)
+        if moved:
+            logger.info("int8-aware: outlier channels chosen again in %d products", moved)
+        int8_aware.update(how, new)
+
+    return how, again
 
 
 def train(cfg: TrainConfig, *, progress: Progress | None = None) -> Path:
@@ -99,6 +139,7 @@ def train(cfg: TrainConfig, *, progress: Progress | None = None) -> Path:
     val_ids = encode(tok, val_recs)
     val_y = np.array([r.label for r in val_recs])
     augmented = 0
+    int8, choose_again = _int8_plan(cfg, model, tok)
 
     def epoch_data(epoch: int) -> tuple[list[list[int]], torch.Tensor]:
         """This epoch's token ids and labels: a fresh balanced draw and fresh perturbations each epoch."""
@@ -131,6 +172,7 @@ def train(cfg: TrainConfig, *, progress: Progress | None = None) -> Path:
     tmp_best = out.with_name(out.name + ".best.tmp")
 
     def evaluate(step: int, epoch: float, train_loss: float) -> None:
+        choose_again()
         scores = score(model, val_ids, pad_id, bf16=bf16)
         row = {
             "step": step,
@@ -147,32 +189,35 @@ def train(cfg: TrainConfig, *, progress: Progress | None = None) -> Path:
         if row["roc_auc"] > best["roc_auc"]:
             best.update(row)
             shutil.rmtree(tmp_best, ignore_errors=True)
-            save_checkpoint(model, tokenizer_json, tmp_best)
+            with int8_aware.rounded_weights(model, int8) if int8 else contextlib.nullcontext():
+                save_checkpoint(model, tokenizer_json, tmp_best)
         model.train()
 
     step, running = 0, None
     model.train()
     epoch = 0
-    while step < total_steps:
-        train_ids, train_y = epoch_data(epoch)
-        batches = length_grouped_batches([len(x) for x in train_ids], cfg.batch_size, rng)
-        progress.stage(f"epoch {epoch + 1}")
-        progress.planned(len(batches))
-        for batch in batches:
-            if step >= total_steps:
-                break
-            input_ids, mask = collate([train_ids[i] for i in batch], pad_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(input_ids=input_ids, attention_mask=mask).logits
-            loss = loss_fn(logits.float(), train_y[batch])
-            optimizer_step(model, loss, optimizer, scheduler, cfg.grad_clip)
-            step += 1
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            progress.advance(1, loss=running, lr=scheduler.get_last_lr()[0])
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-                evaluate(step, step / steps_per_epoch, running)
-        epoch += 1
-        evaluate(step, step / steps_per_epoch, running if running is not None else float("nan"))
+    # int8-aware: every forward pass, evaluation included, sees the weights as the int8 export rounds them
+    with int8_aware.int8_forward(model, int8) if int8 else contextlib.nullcontext():
+        while step < total_steps:
+            train_ids, train_y = epoch_data(epoch)
+            batches = length_grouped_batches([len(x) for x in train_ids], cfg.batch_size, rng)
+            progress.stage(f"epoch {epoch + 1}")
+            progress.planned(len(batches))
+            for batch in batches:
+                if step >= total_steps:
+                    break
+                input_ids, mask = collate([train_ids[i] for i in batch], pad_id)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    logits = model(input_ids=input_ids, attention_mask=mask).logits
+                loss = loss_fn(logits.float(), train_y[batch])
+                optimizer_step(model, loss, optimizer, scheduler, cfg.grad_clip)
+                step += 1
+                running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+                progress.advance(1, loss=running, lr=scheduler.get_last_lr()[0])
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+                    evaluate(step, step / steps_per_epoch, running)
+            epoch += 1
+            evaluate(step, step / steps_per_epoch, running if running is not None else float("nan"))
 
     if out.exists():
         shutil.rmtree(out)

@@ -168,3 +168,26 @@ def test_snap_weights_needs_the_int8_variant(tmp_path: Path) -> None:
     config.write_text('variant = "fp32"\nsnap_weights = true\n[[train]]\nbase = "minilm"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="snap_weights"):
         read_pipeline_config(config)
+
+
+def test_an_int8_aware_tune_stage_rounds_as_the_export_does(
+    tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data.jsonl"
+    tune = f'[[tune]]\ndata = ["{data}"]\nepochs = 1.0\nmax_length = 64\nthreads = 1\nint8_aware = true\n'
+    export = (
+        f'int8 = "outlier_channels"\noutlier_products = "ffn"\ncalibration = "{data}"\nquantize_embeddings = true\n'
+    )
+    # the [export] table's options, then the tune stage: [[tune]] after [export] in the file
+    config = _tiny_config(tiny_checkpoint, sample_texts, tmp_path, tail=export + "\n" + tune)
+    assert main(["--config", str(config), "--from-checkpoint", str(tiny_checkpoint), "--until", "tune"]) == 0
+    options = json.loads((tmp_path / "work" / "tune-1" / "training.json").read_text())["config"]
+    assert options["int8_aware"] and options["int8_outlier_products"] == "ffn" and options["int8_embeddings"]
+    assert options["int8_calibration"] == str(data) and options["int8_outlier_channels"] == 8
+
+    # a stage that rounds otherwise than the export would is refused before anything runs
+    clash = tune + 'int8_outlier_products = "ffn_attention"\n'
+    (tmp_path / "clash").mkdir()
+    config = _tiny_config(tiny_checkpoint, sample_texts, tmp_path / "clash", tail=export + "\n" + clash)
+    assert main(["--config", str(config), "--from-checkpoint", str(tiny_checkpoint), "--until", "tune"]) != 0
+    assert "int8_outlier_products" in capsys.readouterr().err

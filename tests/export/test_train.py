@@ -109,3 +109,24 @@ def test_config_file_and_overrides(tmp_path: Path, train_file: Path) -> None:
     assert (cfg.epochs, cfg.seed, cfg.data) == (3, 9, (str(train_file),))
     with pytest.raises(ValueError, match="max_length=4"):
         TrainConfig(data=("x",), out="y", max_length=4)
+
+
+def test_an_int8_aware_run_saves_the_weights_its_forward_pass_used(
+    tiny_checkpoint: Path, train_file: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from export.train.int8_aware import round_rows, round_table
+
+    out = train(
+        _config(tiny_checkpoint, train_file, tmp_path / "ckpt", epochs=1.0, int8_aware=True,
+                int8_outlier_products="none")
+    )  # fmt: skip
+    weights = load_file(str(out / "model.safetensors"))
+    base = load_file(str(tiny_checkpoint / "model.safetensors"))
+    matrices = [k for k, v in weights.items() if v.ndim == 2 and "embeddings" not in k]
+    assert matrices and all(torch.allclose(round_rows(weights[k]), weights[k], atol=1e-6) for k in matrices)
+    tables = [k for k in weights if k.startswith("distilbert.embeddings.")]
+    assert len(tables) == 4 and all(torch.allclose(round_table(weights[k]), weights[k], atol=1e-6) for k in tables)
+    assert not all(torch.equal(weights[k], base[k]) for k in matrices)  # and it trained
+    assert json.loads((out / "training.json").read_text())["config"]["int8_aware"] is True
