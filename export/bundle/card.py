@@ -57,6 +57,30 @@ def _architecture_rows(arch: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def _stages(training: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The training runs a record descends from (``source.training``, each run's base), first to last: what each
+    was (fine-tuning, the recovery after pruning, tuning after it, int8-aware or not), its seed and text counts."""
+    chain: list[Mapping[str, Any]] = []
+    record: Any = training
+    while isinstance(record, Mapping) and len(chain) < 32:
+        chain.append(record)
+        source = record.get("source")
+        record = source.get("training") if isinstance(source, Mapping) else None
+    chain.reverse()
+    stages = []
+    for n, run in enumerate(chain):
+        pruned, before = bool(run.get("pruning")), bool(n and chain[n - 1].get("pruning"))
+        label = "tuning after pruning" if pruned and before else "recovery after pruning" if pruned else "fine-tuning"
+        config = run.get("config") if isinstance(run.get("config"), Mapping) else {}
+        if config.get("int8_aware"):
+            label += ", int8-aware"
+        if run.get("seed") is not None:
+            label += f" (seed {run['seed']})"
+        counts = run.get("counts") if isinstance(run.get("counts"), Mapping) else {}
+        stages.append((label, counts))
+    return stages
+
+
 def _training_section(training: Mapping[str, Any] | None, threshold: float, rule: str) -> list[str]:
     lines = ["## Training data", ""]
     if not training:
@@ -67,14 +91,15 @@ def _training_section(training: Mapping[str, Any] | None, threshold: float, rule
         rows = [(d.get("file") or d.get("path"), d.get("sha256", "")[:16]) for d in data if isinstance(d, Mapping)]
         if rows:
             lines += _table(("file", "sha256 (first 16)"), rows) + [""]
-        before = record.source.get("training") if isinstance(record.source, Mapping) else None
-        counts = record.counts
-        if isinstance(before, Mapping) and isinstance(before.get("counts"), Mapping):
-            lines.append("Fine-tuning texts: " + ", ".join(f"{k} {v}" for k, v in before["counts"].items()) + ".")
-            if isinstance(counts, Mapping) and counts:
-                lines.append("Recovery after pruning: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
-        elif isinstance(counts, Mapping) and counts:
-            lines.append("Texts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+        stages = _stages(training)
+        if len(stages) > 1:
+            lines.append("Training stages, first to last:")
+            lines += [
+                f"- {label}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "." for label, counts in stages
+            ]
+            lines.append("")
+        elif stages and stages[0][1]:
+            lines.append("Texts: " + ", ".join(f"{k} {v}" for k, v in stages[0][1].items()) + ".")
         if record.seed is not None:
             lines.append(f"Seed: {record.seed}.")
         lines.append("Splits are by source document (`group`); the OUTFOX `test` half is never trained or tuned on.")

@@ -3,9 +3,8 @@
 Training a checkpoint whose weights already sit on the int8 grid (one recovered from a bundle, ``export.recover``)
 at a small learning rate moves most weights by less than half an int8 step: the export then rounds them back to
 where they were, and what the training learned is gone. Measured on the shipped model's weights after 625 steps at
-learning rate 2e-5: the largest weight change 0.0015, half a step 0.002-0.004; the int8 graph of the result agreed
-with the result's own fp32 graph on 93.4% of the detectgpt validation decisions, because it was the starting
-model again.
+learning rate 2e-5: the largest weight change 0.0015, half a step 0.002-0.004; the result's weights rounded to
+int8 (in fp32) agreed with the result itself on 93.4% of the detectgpt validation decisions.
 
 Here every quantized weight is replaced in the forward pass by its int8 rounding, with the gradient passed
 straight through to the fp32 weight the optimizer keeps (the straight-through estimator), so training moves weights

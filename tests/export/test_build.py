@@ -49,8 +49,16 @@ def test_the_sweep_builds_the_shipped_graph(
     assert shipped["LayerNormalization"] == 4 and "SkipLayerNormalization" not in shipped
     assert shipped["DynamicQuantizeMatMul"] + shipped["MatMulInteger"] + shipped["QAttention"] > 0
     assert shipped["DequantizeLinear"] > 0
-    # and the shipped int8 setting: the outlier input channels in fp32 beside the int8 products
-    assert shipped["Gather"] >= 3 * 2 and shipped["MatMul"] >= 3 * 2
+    # and the shipped int8 setting: the outlier input channels in fp32 beside the int8 products, in the products
+    # the configuration names (per layer: the FFN input product's, the FFN output's and its neurons', and with
+    # "ffn_attention" the attention output product's)
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "shipped" / "int8" / "model.onnx")).graph
+    split = [n.name for n in graph.node if n.op_type == "MatMul" and n.name.endswith("/outliers")]
+    per_layer = {"ffn": 3, "ffn_attention": 4}[recipe.get("outlier_products", "ffn_attention")]
+    assert len(split) == per_layer * 2, split
+    assert any("out_lin" in n for n in split) == (per_layer == 4)
 
 
 def test_without_a_gate_nothing_needs_evaluation_data(

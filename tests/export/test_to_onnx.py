@@ -385,14 +385,25 @@ def test_card_without_training_or_gates() -> None:
     assert "training data is not recorded" in card and "## Parity" in card and "## Accuracy gate" not in card
 
 
-def test_card_of_a_pruned_model_states_kept_heads_and_both_training_runs() -> None:
+def test_card_of_a_pruned_model_states_kept_heads_and_every_training_run() -> None:
+    pruning = {"ffn": 768}
+    trained = {"counts": {"train": 90}, "seed": 1}
+    recovered = {"counts": {"train": 30}, "pruning": pruning, "seed": 2, "source": {"training": trained}}
+    tuned = {"counts": {"train": 20}, "pruning": pruning, "seed": 3, "config": {"int8_aware": True},
+             "source": {"training": recovered}}  # fmt: skip
     meta = {"name": "x-int8", "labels": ["human", "ai"], "max_length": 64, "window_stride": 48, "threshold": 0.5,
             "variant": {"precision": "int8", "optimization": "O2"},
             "architecture": {"model_type": "distilbert", "heads": 12, "pruned_heads": {"0": [1, 2], "1": [0, 3]}},
-            "training": {"counts": {"train": 30}, "source": {"training": {"counts": {"train": 90}}}}}  # fmt: skip
+            "training": recovered}  # fmt: skip
     card = render_card(meta, threshold_rule="default")
     assert "| heads | 10 of 12 per layer (structurally pruned) |" in card
-    assert "Fine-tuning texts: train 90." in card and "Recovery after pruning: train 30." in card
+    assert "- fine-tuning (seed 1): train 90.\n- recovery after pruning (seed 2): train 30.\n" in card
+    card = render_card({**meta, "training": tuned}, threshold_rule="default")
+    assert (
+        "- recovery after pruning (seed 2): train 30.\n- tuning after pruning, int8-aware (seed 3): train 20." in card
+    )
+    single = render_card({**meta, "training": {"counts": {"train": 5}}}, threshold_rule="default")
+    assert "Texts: train 5." in single and "Training stages" not in single
 
 
 def test_onnx_eval_command_reproduces_the_recorded_metrics(
