@@ -60,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-epoch", type=int, help="draws per epoch with --balance domain")
     p.add_argument("--augment", type=float, help="probability of perturbing a drawn text (export.data.augment)")
     p.add_argument("--data-dir", help="where bare data file names are found (default: the repository's data/)")
+    p.add_argument(
+        "--int8-aware", action="store_true", default=None,
+        help="round the weights in the forward pass as the int8 export does and save them rounded "
+        "(export.train.int8_aware)",
+    )  # fmt: skip
+    p.add_argument("--int8-calibration", help="with --int8-aware: the export's --calibration file (outlier channels)")
+    p.add_argument("--int8-outlier-products", choices=["none", "ffn", "ffn_attention"],
+                   help="with --int8-aware: the export's --outlier-products")  # fmt: skip
+    p.add_argument("--int8-outlier-channels", type=int, help="with --int8-aware: fp32 channels per product (8)")
+    p.add_argument("--int8-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --int8-aware: round the embedding tables (as --quantize-embeddings)")  # fmt: skip
     return p
 
 

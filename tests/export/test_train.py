@@ -130,3 +130,11 @@ def test_an_int8_aware_run_saves_the_weights_its_forward_pass_used(
     assert len(tables) == 4 and all(torch.allclose(round_table(weights[k]), weights[k], atol=1e-6) for k in tables)
     assert not all(torch.equal(weights[k], base[k]) for k in matrices)  # and it trained
     assert json.loads((out / "training.json").read_text())["config"]["int8_aware"] is True
+
+
+def test_int8_aware_options_on_the_command_line() -> None:
+    cfg = config_from_args(["--data", "a.jsonl", "--out", "o", "--int8-aware", "--int8-calibration", "c.jsonl",
+                            "--int8-outlier-products", "ffn", "--no-int8-embeddings"])  # fmt: skip
+    assert cfg.int8_aware and cfg.int8_calibration == "c.jsonl" and cfg.int8_outlier_products == "ffn"
+    assert not cfg.int8_embeddings and cfg.int8_outlier_channels == 8
+    assert not config_from_args(["--data", "a.jsonl", "--out", "o"]).int8_aware
