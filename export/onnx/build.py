@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -32,7 +31,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from export.bundle.write import write_bundle
-from export.data.records import DataError, load_records, refuse_held_out
+from export.data.records import DataError, load_records
+from export.data.split import calibration_texts
 from export.errors import ConfigError, InputError
 from export.evaluate.sets import EvalSet, load_eval_set
 from export.files import replace_dir
@@ -64,20 +64,11 @@ def calibration_feeds(cfg: BuildConfig, ckpt: Checkpoint) -> tuple[list[str], li
     """
     if cfg.calibration is None:
         return [], []
-    records = load_records(cfg.calibration)
-    refuse_held_out(records, cfg.calibration)
     split = (ckpt.training or TrainingRecord()).split
-    kept = [r for r in records if not split.is_validation(r.group)]
-    logger.info("%s: %d calibration candidates (%d validation records left out)", cfg.calibration, len(kept),
-                len(records) - len(kept))  # fmt: skip
-    if not kept:
-        raise DataError(f"{cfg.calibration}: every record is in the validation split; calibrate on training data")
-    records = kept
-    rng = random.Random(0)
     users = [q for q in cfg.quantize if q.needs_calibration]
     if not users:
-        return [r.text for r in rng.sample(records, min(len(records), 64))], []
-    texts = [r.text for r in rng.sample(records, min(len(records), max(q.calibration_size for q in users)))]
+        return calibration_texts(cfg.calibration, split, 64), []
+    texts = calibration_texts(cfg.calibration, split, max(q.calibration_size for q in users))
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(ckpt.tokenizer_path))

@@ -86,6 +86,7 @@ class PipelineConfig:
 def _int8_options(path: Path, export: Mapping[str, Any], options: dict[str, Any], where: str) -> dict[str, Any]:
     """An int8-aware stage rounds as the ``[export]`` stage will: its calibration file, outlier products and
     embedding tables default to the export's, and may not differ from them."""
+    from export.onnx.quantize import QuantizeConfig
     from export.onnx.recipe import OPTION_DEFAULTS
 
     if not options.get("int8_aware"):
@@ -97,7 +98,7 @@ def _int8_options(path: Path, export: Mapping[str, Any], options: dict[str, Any]
         "int8_calibration": export["calibration"],
         "int8_outlier_products": export["outlier_products"],
         "int8_embeddings": bool(export["quantize_embeddings"]),
-        "int8_outlier_channels": 8,  # QuantizeConfig.outlier_channels()
+        "int8_outlier_channels": QuantizeConfig.outlier_channels().outliers,
     }
     for key, value in implied.items():
         if options.setdefault(key, value) != value:

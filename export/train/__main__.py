@@ -27,6 +27,7 @@ from typing import Any
 
 from export.console import BarProgress, fail
 from export.errors import ExportError
+from export.onnx.outliers import OUTLIER_PRODUCTS
 from export.train.config import TrainConfig, config_from_values, read_config_file
 
 
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(export.train.int8_aware)",
     )  # fmt: skip
     p.add_argument("--int8-calibration", help="with --int8-aware: the export's --calibration file (outlier channels)")
-    p.add_argument("--int8-outlier-products", choices=["none", "ffn", "ffn_attention"],
+    p.add_argument("--int8-outlier-products", choices=["none", *OUTLIER_PRODUCTS],
                    help="with --int8-aware: the export's --outlier-products")  # fmt: skip
     p.add_argument("--int8-outlier-channels", type=int, help="with --int8-aware: fp32 channels per product (8)")
     p.add_argument("--int8-embeddings", action=argparse.BooleanOptionalAction, default=None,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import ConfigError
+from export.onnx.outliers import OUTLIER_PRODUCTS
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class TrainConfig:
             "balance": self.balance in ("none", "domain"),
             "samples_per_epoch": self.samples_per_epoch is None or self.samples_per_epoch >= 1,
             "augment": 0.0 <= self.augment <= 1.0,
-            "int8_outlier_products": self.int8_outlier_products in ("none", "ffn", "ffn_attention"),
+            "int8_outlier_products": self.int8_outlier_products in ("none", *OUTLIER_PRODUCTS),
             "int8_outlier_channels": self.int8_outlier_channels >= 1,
             "int8_calibration": not (self.int8_aware and self.int8_outlier_products != "none")
             or self.int8_calibration is not None,

@@ -26,7 +26,6 @@ training evaluated, and the int8 export of it changes only what activation quant
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +34,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from export.data.split import Split, calibration_texts
+from export.onnx.outliers import OUTLIER_PRODUCTS
+from export.onnx.quantize import QuantizeConfig
+
 LEVELS = 127
 """Symmetric int8 weights: levels -127..127 (ONNX Runtime's per-channel QInt8 weights)."""
-PRODUCTS = ("none", "ffn", "ffn_attention")
-CALIBRATION_WINDOWS = 128
-"""As many windows as the export's outlier channels are chosen on (``QuantizeConfig.calibration_size``)."""
+PRODUCTS = ("none", *OUTLIER_PRODUCTS)
 
 
 @dataclass
@@ -81,18 +82,11 @@ def round_table(weight: torch.Tensor) -> torch.Tensor:
     return weight + (rounded - w)
 
 
-def calibration_windows(
-    path: str | Path, tokenizer: Any, split: Any, size: int = CALIBRATION_WINDOWS
-) -> list[list[int]]:
-    """The export's calibration windows (:func:`export.onnx.build.calibration_feeds`): ``size`` training records of
-    ``path`` (validation groups of ``split`` left out) drawn with seed 0, one truncated window each."""
-    from export.data.records import load_records, refuse_held_out
-
-    records = load_records(path)
-    refuse_held_out(records, path)
-    kept = [r for r in records if not split.is_validation(r.group)]
-    texts = [r.text for r in random.Random(0).sample(kept, min(len(kept), size))]
-    return [e.ids for e in tokenizer.encode_batch(texts)]
+def calibration_windows(path: str | Path, tokenizer: Any, split: Split, size: int | None = None) -> list[list[int]]:
+    """The export's calibration windows (:func:`export.data.split.calibration_texts`, ``size`` of them, by default
+    as many as the outlier channels are chosen on), one truncated window per text."""
+    size = size if size is not None else QuantizeConfig.outlier_channels().calibration_size
+    return [e.ids for e in tokenizer.encode_batch(calibration_texts(path, split, size))]
 
 
 def _targets(model: torch.nn.Module, products: str) -> dict[str, torch.nn.Linear]:
@@ -146,9 +140,10 @@ def plan(
     if products not in PRODUCTS:
         raise ValueError(f"outlier products must be one of {PRODUCTS}, got {products!r}")
     targets = _targets(model, products)
+    rounded = any("forward" in vars(m) for m in model.modules())  # within int8_forward already
     result = Int8Plan(embeddings=embeddings)
-    for attempt in range(rounds):
-        with int8_forward(model, result) if attempt and not _patched(model) else contextlib.nullcontext():
+    for attempt in range(1 if rounded else max(rounds, 1)):
+        with int8_forward(model, result) if attempt else contextlib.nullcontext():
             peaks = _peaks(model, targets, windows)
         chosen = Int8Plan(embeddings=embeddings)
         for name, module in targets.items():
@@ -159,19 +154,15 @@ def plan(
             chosen.columns[name] = top
             if name.endswith("ffn.lin2"):  # its outlier neurons: computed in fp32 from the FFN input
                 chosen.rows[name[: -len("lin2")] + "lin1"] = top
-        if chosen.columns == result.columns or _patched(model):
-            return chosen
+        if chosen.columns == result.columns:
+            break
         result = chosen
-    return result
+    return chosen
 
 
 def update(how: Int8Plan, new: Int8Plan) -> None:
     """Make ``how`` choose what ``new`` does (an :func:`int8_forward` block in progress follows it)."""
     how.columns, how.rows, how.embeddings = new.columns, new.rows, new.embeddings
-
-
-def _patched(model: torch.nn.Module) -> bool:
-    return any("forward" in vars(m) for m in model.modules())
 
 
 def _linear_forward(module: torch.nn.Linear, name: str, how: Int8Plan) -> Any:
