@@ -81,7 +81,18 @@ def _stages(training: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     return stages
 
 
-def _training_section(training: Mapping[str, Any] | None, threshold: float, rule: str) -> list[str]:
+def threshold_sentence(threshold: float, rule: str, decision: Mapping[str, Any] | None = None) -> str:
+    """The card's line on the decision threshold: the calibrated rule where ``decision`` records one."""
+    fpr = (decision or {}).get("false_positive_rate")
+    if isinstance(fpr, int | float):
+        return (
+            f"Decision threshold: {threshold:.4f} (at most {fpr:.1%} of the validation human texts at or above it; "
+            "see Decisions below). Accuracy and F1 below are at the export's threshold."
+        )
+    return f"Decision threshold: {threshold:.4f} ({rule})."
+
+
+def _training_section(training: Mapping[str, Any] | None, sentence: str) -> list[str]:
     lines = ["## Training data", ""]
     if not training:
         lines.append("No `training.json` came with the checkpoint: the training data is not recorded.")
@@ -103,7 +114,7 @@ def _training_section(training: Mapping[str, Any] | None, threshold: float, rule
         if record.seed is not None:
             lines.append(f"Seed: {record.seed}.")
         lines.append("Splits are by source document (`group`); the OUTFOX `test` half is never trained or tuned on.")
-    lines += ["", f"Decision threshold: {threshold:.4f} ({rule}).", ""]
+    lines += ["", sentence, ""]
     return lines
 
 
@@ -136,7 +147,8 @@ def render_card(metadata: Mapping[str, Any], *, threshold_rule: str = "") -> str
         f"Windows of {metadata.get('max_length')} tokens advancing by {metadata.get('window_stride')}.",
         "",
     ]
-    lines += _training_section(metadata.get("training"), float(metadata.get("threshold", 0.5)), threshold_rule)
+    sentence = threshold_sentence(float(metadata.get("threshold", 0.5)), threshold_rule, metadata.get("decision"))
+    lines += _training_section(metadata.get("training"), sentence)
     metrics = metadata.get("metrics") or {}
     if metrics:
         lines += ["## Metrics on held-out data (measured on this variant at export)", ""]

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from export.bundle.card import threshold_sentence
 from export.calibrate.drift import drift_reference
 from export.calibrate.report import DECISIONS_HEADING, card_section, group_report, report_row
 from export.data import mix
@@ -284,8 +285,7 @@ def calibrate_bundle(cfg: CalibrateConfig) -> dict[str, Any]:
         # the export wrote the training run's threshold; the calibrated one replaces it
         text = re.sub(
             r"^Decision threshold: .*$",
-            f"Decision threshold: {threshold:.4f} (at most {cfg.false_positive_rate:.1%} of the validation human "
-            "texts at or above it; see Decisions below). Accuracy and F1 below are at the export's threshold.",
+            lambda _: threshold_sentence(threshold, "", decision),
             text,
             flags=re.M,
         )

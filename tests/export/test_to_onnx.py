@@ -385,6 +385,17 @@ def test_card_without_training_or_gates() -> None:
     assert "training data is not recorded" in card and "## Parity" in card and "## Accuracy gate" not in card
 
 
+def test_card_states_the_calibrated_threshold_rule_once_the_bundle_records_a_decision() -> None:
+    meta = {"name": "x-int8", "labels": ["human", "ai"], "max_length": 64, "window_stride": 48, "threshold": 0.9514,
+            "variant": {"precision": "int8"}, "architecture": {"model_type": "bert"},
+            "training": {"seed": 1}}  # fmt: skip
+    exported = render_card(meta, threshold_rule="equal error rate")
+    assert "Decision threshold: 0.9514 (equal error rate)." in exported
+    calibrated = render_card({**meta, "decision": {"false_positive_rate": 0.02}}, threshold_rule="equal error rate")
+    assert "Decision threshold: 0.9514 (at most 2.0% of the validation human texts at or above it;" in calibrated
+    assert "equal error rate" not in calibrated
+
+
 def test_card_of_a_pruned_model_states_kept_heads_and_every_training_run() -> None:
     pruning = {"ffn": 768}
     trained = {"counts": {"train": 90}, "seed": 1}
