@@ -38,6 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start after pruning from this checkpoint: the configuration's [[tune]] stages, export, calibration "
         "and shipping",
     )  # fmt: skip
+    p.add_argument(
+        "--after-tune", type=int, default=0, metavar="N",
+        help="with --from-checkpoint: the checkpoint is the output of the first N [[tune]] stages (e.g. recovered "
+        "from the bundle they made); run only the stages after them",
+    )  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -47,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             until=args.until,
             snapped=args.from_snapped,
             checkpoint=args.from_checkpoint,
+            after_tune=args.after_tune,
         )
     except (ExportError, AidetectError, ValueError, OSError) as exc:
         return fail(exc)

@@ -45,15 +45,16 @@ def to_argv(options: Mapping[str, Any]) -> list[str]:
 
 def _train(
     config: PipelineConfig, stages: tuple[Mapping[str, Any], ...], kind: str, checkpoint: Path | None, resume: bool,
-    progress: Progress,
+    progress: Progress, first: int = 1,
 ) -> Path | None:  # fmt: skip
-    """Run training ``stages`` in order (``kind``: train or tune), each from the one before (the first from
-    ``checkpoint`` unless it names a ``base``); return the last checkpoint (``checkpoint`` when there are none)."""
+    """Run training ``stages`` in order (``kind``: train or tune; the first is number ``first``), each from the one
+    before (the first from ``checkpoint`` unless it names a ``base``); return the last checkpoint (``checkpoint``
+    when there are none)."""
     from export.train.config import config_from_values
     from export.train.loop import train
     from export.train.record import TRAINING_FILE
 
-    for n, stage in enumerate(stages, start=1):
+    for n, stage in enumerate(stages, start=first):
         options = dict(stage)
         if "base" not in options:
             options["base"] = str(checkpoint)
@@ -165,7 +166,7 @@ def record_stage(bundle: Path, stage: Mapping[str, Any]) -> None:
 
 def run_pipeline(
     config: PipelineConfig, *, resume: bool = False, until: str | None = None, progress: Progress | None = None,
-    snapped: Path | None = None, checkpoint: Path | None = None,
+    snapped: Path | None = None, checkpoint: Path | None = None, after_tune: int = 0,
 ) -> Path | None:  # fmt: skip
     """Run every stage of ``config``; return the shipped bundle directory (``None`` when stopped early).
 
@@ -179,6 +180,8 @@ def run_pipeline(
             weights through another export recipe.
         checkpoint: Start after pruning from this checkpoint: its ``[[tune]]`` stages, then the export (e.g. a
             checkpoint recovered from a shipped bundle, tuned further).
+        after_tune: With ``checkpoint``: it is the output of the first ``after_tune`` ``[[tune]]`` stages (e.g.
+            recovered from the bundle they made), so only the stages after them run.
 
     Raises:
         export.errors.ExportError: A stage failed (the error of that stage); nothing is shipped.
@@ -187,6 +190,11 @@ def run_pipeline(
 
     if snapped is not None and checkpoint is not None:
         raise ConfigError("start from a snapped checkpoint or from a checkpoint, not both")
+    if after_tune and (checkpoint is None or not 0 < after_tune <= len(config.tune)):
+        raise ConfigError(
+            f"after_tune={after_tune} needs a checkpoint and at most the {len(config.tune)} [[tune]] stages of "
+            f"{config.path}"
+        )
     if snapped is not None and not config.snap_weights:
         raise ConfigError(f"{config.path}: a snapped checkpoint needs snap_weights = true")
     start = snapped if snapped is not None else checkpoint
@@ -213,7 +221,7 @@ def run_pipeline(
                 return None
         else:
             trained = Path(checkpoint)
-        trained = _train(config, config.tune, "tune", trained, resume, progress)
+        trained = _train(config, config.tune[after_tune:], "tune", trained, resume, progress, after_tune + 1)
         assert trained is not None
         if until == "tune":
             return None
@@ -232,12 +240,15 @@ def run_pipeline(
         )
         if not (resume and decision):
             calibrate_bundle(CalibrateConfig(bundle=str(bundles / config.variant), **options))
-    return ship(bundles / config.variant, config.out, config.path, snapped=snapped, checkpoint=checkpoint)
+    return ship(
+        bundles / config.variant, config.out, config.path, snapped=snapped, checkpoint=checkpoint, after_tune=after_tune
+    )
 
 
 def ship(
-    bundle: Path, out: Path, config_path: Path, *, snapped: Path | None = None, checkpoint: Path | None = None
-) -> Path:
+    bundle: Path, out: Path, config_path: Path, *, snapped: Path | None = None, checkpoint: Path | None = None,
+    after_tune: int = 0,
+) -> Path:  # fmt: skip
     """Copy a verified bundle to ``out`` (atomically) and record how to reproduce it in its ``aidetect.json``.
 
     With ``snapped`` (the run started at the snapped export) or ``checkpoint`` (after pruning) the record says so:
@@ -264,6 +275,7 @@ def ship(
     if checkpoint is not None:
         meta["reproduce"]["after_pruning"] = (
             f"python -m export.pipeline --config {config_path.as_posix()} --from-checkpoint {checkpoint.as_posix()}"
+            + (f" --after-tune {after_tune}" if after_tune else "")
         )
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     load_bundle(staging)  # still a valid bundle: checksums cover the model and the tokenizer, not the metadata

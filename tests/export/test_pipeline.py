@@ -160,6 +160,31 @@ def test_tune_stages_train_after_pruning_and_from_checkpoint_starts_there(
     assert "starts after the prune stage" in capsys.readouterr().err
 
 
+def test_after_tune_runs_only_the_tune_stages_after_the_checkpoint(
+    tiny_checkpoint: Path, sample_texts: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data.jsonl"
+    tune = f'[[tune]]\ndata = ["{data}"]\nepochs = 1.0\nmax_length = 64\nlearning_rate = 1e-5\nseed = 7\nthreads = 1\n'
+    config = _tiny_config(
+        tiny_checkpoint, sample_texts, tmp_path, tail=tune + "\n" + tune.replace("seed = 7", "seed = 8")
+    )
+    assert main(["--config", str(config), "--until", "train"]) == 0
+    work = tmp_path / "work"
+    start = ["--config", str(config), "--from-checkpoint", str(work / "train-1")]
+    assert main([*start, "--after-tune", "1"]) == 0
+    # the checkpoint stands for the first stage: only the second trains, from it, and the record says so
+    assert not (work / "tune-1").exists()
+    tuned = json.loads((work / "tune-2" / "training.json").read_text())
+    assert tuned["config"]["base"] == str(work / "train-1") and tuned["seed"] == 8
+    meta = json.loads((tmp_path / "shipped" / "aidetect.json").read_text())
+    assert meta["reproduce"]["after_pruning"].endswith(f"{(work / 'train-1').as_posix()} --after-tune 1")
+    # without a checkpoint, or past the last stage
+    assert main(["--config", str(config), "--after-tune", "1"]) != 0
+    assert "after_tune=1 needs a checkpoint" in capsys.readouterr().err
+    assert main([*start, "--after-tune", "3"]) != 0
+    assert "at most the 2 [[tune]] stages" in capsys.readouterr().err
+
+
 def test_snap_weights_needs_the_int8_variant(tmp_path: Path) -> None:
     from export.errors import ConfigError
     from export.pipeline.config import read_pipeline_config
