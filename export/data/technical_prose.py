@@ -149,8 +149,9 @@ def build(out: Path, lib: Path | None = None) -> dict[str, int]:
         record = {"text": row["text"], "label": 0, "domain": row["domain"], "generator": "human",
                   "group": row["group"], "source": row["source"]}  # fmt: skip
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    with open(out, "wb") as raw, gzip.GzipFile(filename=out.name, fileobj=raw, mode="wb", compresslevel=9, mtime=0) as f:
-        f.write("".join(lines).encode("utf-8"))  # no time in the header: same rows, same bytes
+    with open(out, "wb") as raw:  # no time in the gzip header: the same rows give the same bytes
+        with gzip.GzipFile(filename=out.name, fileobj=raw, mode="wb", compresslevel=9, mtime=0) as f:
+            f.write("".join(lines).encode("utf-8"))
     return counts
 
 
