@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +12,16 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from aidetect_infer.errors import BundleError, InvalidValueError, ModelFilesMissingError
-from aidetect_infer.tokenization import TextEncoder, clean_text, load_tokenizer, split_pieces, window_spans
+from aidetect_infer.tokenization import (
+    TextEncoder,
+    ascii_tokenizer,
+    clean_text,
+    load_tokenizer,
+    split_pieces,
+    window_spans,
+)
+
+SHIPPED_TOKENIZER = Path(__file__).resolve().parents[2] / "models" / "default" / "tokenizer.json"
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +139,55 @@ def test_clean_text_replaces_only_lone_surrogates():
     assert clean_text("plain ✓") == "plain ✓"
     assert clean_text("a\ud800b") == "a\ufffdb"
     assert clean_text("\ud83d\ude00") == "😀"
+
+
+@pytest.fixture(scope="module")
+def folding() -> Tokenizer:
+    """The shipped tokenizer, which folds look-alike letters with one Replace step per letter (unpadded)."""
+    tokenizer = load_tokenizer(SHIPPED_TOKENIZER)
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def folding_encoder(folding) -> TextEncoder:
+    return TextEncoder(folding, max_length=256, window_stride=192)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ascii_texts=st.lists(st.text(alphabet=st.characters(max_codepoint=127), max_size=300), max_size=6),
+    other=st.lists(st.text(alphabet=st.sampled_from("aеоρ Ѕx.\u00e9\u200b,Ａ"), max_size=60), max_size=3),
+    order=st.randoms(use_true_random=False),
+)
+def test_ascii_fast_path_gives_the_full_tokenizers_ids(folding, folding_encoder, ascii_texts, other, order):
+    texts = ascii_texts + other
+    order.shuffle(texts)
+    for group in (texts, texts[:1]):  # a batch of both kinds, and one text alone
+        got = folding_encoder.encode(group)
+        assert [g.tolist() for g in got] == [folding.encode(t, add_special_tokens=False).ids for t in group]
+
+
+def test_ascii_tokenizer_drops_only_non_ascii_replaces_behind_ascii_safe_steps(folding, hf_tokenizer):
+    fast = ascii_tokenizer(folding)
+    assert fast is not None
+    steps = json.loads(fast.to_str())["normalizer"]["normalizers"]
+    assert [s["type"] for s in steps] == ["BertNormalizer"]
+    assert len(json.loads(folding.to_str())["normalizer"]["normalizers"]) > 40  # the shipped one is unchanged
+    assert ascii_tokenizer(hf_tokenizer) is None  # nothing to drop
+
+    def with_steps(*steps: dict) -> Tokenizer:
+        spec = json.loads(folding.to_str())
+        spec["normalizer"] = {"type": "Sequence", "normalizers": list(steps)}
+        return Tokenizer.from_str(json.dumps(spec))
+
+    fold = {"type": "Replace", "pattern": {"String": "\u0430"}, "content": "a"}
+    assert ascii_tokenizer(with_steps({"type": "Prepend", "prepend": "\u2581"}, fold)) is None
+    assert (
+        ascii_tokenizer(with_steps({"type": "Replace", "pattern": {"String": "x"}, "content": "\u0430"}, fold)) is None
+    )
+    # a replacement that writes ASCII keeps ASCII text ASCII, whatever it matches; a step after the last
+    # dropped one may do anything: ASCII text reaches it unchanged either way
+    assert ascii_tokenizer(with_steps({"type": "Replace", "pattern": {"Regex": "[^a]"}, "content": "b"}, fold))
+    assert ascii_tokenizer(with_steps({"type": "Lowercase"}, fold, {"type": "Prepend", "prepend": "\u2581"}))
