@@ -9,6 +9,10 @@ is on every machine that runs this library, so this builds a human-only data set
 - ``package-readme``: the long descriptions (``METADATA``) of the installed distributions whose licence is
   permissive (MIT, BSD, Apache, PSF, ISC), as that licence allows; one group per distribution.
 
+``--debian-docs`` builds an evaluation set instead, never stored or trained on: ``debian-readme``, the prose of
+the ``README*`` files under ``/usr/share/doc`` (at most three texts a package; each under its package's licence,
+named in ``/usr/share/doc/<package>/copyright``), human technical prose of another kind than the two above.
+
 Doctest sessions, code blocks, tables, link targets and reST/Markdown markup are dropped; what is left is
 split at paragraph breaks into texts of 40 to 300 words. Every row records where it came from and under which
 licence. The READMEs of current releases may carry edits by writing assistants: a small label noise this set
@@ -138,10 +142,32 @@ def readmes() -> Iterator[dict[str, str]]:
             }
 
 
-def build(out: Path, lib: Path | None = None) -> dict[str, int]:
-    """Write the data set to ``out`` (gzip JSONL in the data sets' layout); returns the rows per domain."""
+def debian_docs(root: Path = Path("/usr/share/doc"), per_package: int = 3) -> Iterator[dict[str, str]]:
+    """Rows from the ``README*`` files of the Debian packages documented under ``root`` (evaluation only)."""
+    for path in sorted(root.glob("*/README*")):
+        try:
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+                raw = f.read()
+        except (OSError, EOFError):
+            continue
+        package = path.parent.name
+        for text in list(chunks(prose(raw)))[:per_package]:
+            yield {
+                "text": text,
+                "domain": "debian-readme",
+                "group": f"debian:{package}:{path.name}",
+                "source": f"{path} (Debian package {package}; licence in {path.parent / 'copyright'})",
+            }
+
+
+def build(out: Path, lib: Path | None = None, *, debian: Path | None = None) -> dict[str, int]:
+    """Write the data set to ``out`` (gzip JSONL in the data sets' layout); returns the rows per domain.
+
+    With ``debian`` (a ``/usr/share/doc`` folder), the evaluation set of its READMEs instead.
+    """
     lib = lib or Path(sysconfig.get_paths()["stdlib"])
-    rows = [*docstrings(lib), *readmes()]
+    rows = list(debian_docs(debian)) if debian is not None else [*docstrings(lib), *readmes()]
     counts: dict[str, int] = {}
     lines = []
     for row in rows:
@@ -159,8 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.data.technical_prose", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the .jsonl.gz file to write")
     parser.add_argument("--stdlib", type=Path, default=None, help="the standard library folder (default: this one)")
+    parser.add_argument(
+        "--debian-docs", type=Path, nargs="?", const=Path("/usr/share/doc"), default=None, metavar="DIR",
+        help="build the evaluation set of the Debian READMEs under DIR (default /usr/share/doc) instead",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    counts = build(args.out, args.stdlib)
+    counts = build(args.out, args.stdlib, debian=args.debian_docs)
     print(json.dumps({"file": str(args.out), "rows": counts}))
     return 0
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from export.data.records import load_records
-from export.data.technical_prose import MAX_WORDS, MIN_WORDS, build, chunks, docstrings, prose
+from export.data.technical_prose import MAX_WORDS, MIN_WORDS, build, chunks, debian_docs, docstrings, prose
 
 SENTENCE = "The parser reads the whole file before it returns the first value to the caller."
 
@@ -77,3 +77,18 @@ def test_build_writes_human_rows_in_the_data_layout_the_same_bytes_each_time(tmp
     assert all(r["source"].startswith("PyPI ") and r["group"].startswith("readme:") for r in readmes)
     assert all(any(k in r["source"] for k in ("MIT", "BSD", "Apache", "PSF", "Python", "ISC")) for r in readmes)
     assert len(load_records(str(first))) == len(rows)  # the trainer's loader reads it
+
+
+def test_debian_docs_read_plain_and_gzipped_readmes_a_few_texts_a_package(tmp_path: Path) -> None:
+    body = "\n\n".join([" ".join([SENTENCE] * 3)] * 20)
+    (tmp_path / "tool").mkdir()
+    (tmp_path / "tool" / "README").write_text(body, encoding="utf-8")
+    (tmp_path / "lib").mkdir()
+    with gzip.open(tmp_path / "lib" / "README.Debian.gz", "wt", encoding="utf-8") as f:
+        f.write(body)
+    (tmp_path / "lib" / "README.broken.gz").write_bytes(b"not gzip")
+    rows = list(debian_docs(tmp_path, per_package=2))
+    assert [r["group"] for r in rows] == ["debian:lib:README.Debian.gz"] * 2 + ["debian:tool:README"] * 2
+    assert all(r["domain"] == "debian-readme" and "copyright" in r["source"] for r in rows)
+    out = tmp_path / "debian.jsonl.gz"
+    assert build(out, debian=tmp_path) == {"debian-readme": 6}  # three a package by default
