@@ -154,3 +154,10 @@ def test_no_import_cycles_in_the_factory_and_the_benchmarks() -> None:
 def test_no_import_cycles_in_the_runtime() -> None:
     cycles = [c for c in import_cycles(import_graph("aidetect_infer")) if c not in KNOWN_RUNTIME_CYCLES]
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in cycles)
+
+
+def test_the_shipped_bundle_records_the_configuration_that_made_it() -> None:
+    repo = REPO_DATA_DIR.parent
+    meta = json.loads((repo / "models" / "default" / "aidetect.json").read_text(encoding="utf-8"))
+    config = repo / meta["reproduce"]["config"]
+    assert meta["reproduce"]["config_sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
