@@ -91,10 +91,14 @@ def test_a_pipeline_file_is_checked_once_read(tmp_path: Path) -> None:
     shipped = read_pipeline_config(Path(__file__).resolve().parents[2] / "configs" / "default.toml")
     assert shipped.variant == "int8" and shipped.fold_confusables and len(shipped.train) == 3
     assert shipped.train[-1]["out"] == "runs/mix3" and "base" not in shipped.train[-1]
-    # three tuning stages after pruning (the last int8-aware), each from the one before; every stage's options
-    # are valid training options
-    assert [s["out"] for s in shipped.tune] == ["runs/tune4", "runs/tune5", "runs/tune6"]
-    assert [bool(s.get("int8_aware")) for s in shipped.tune] == [False, False, True]
+    # four tuning stages after pruning (the last two int8-aware, the fourth with the technical prose), each from
+    # the one before; every stage's options are valid training options
+    assert [s["out"] for s in shipped.tune] == ["runs/tune4", "runs/tune5", "runs/tune6", "runs/tune7b"]
+    assert [bool(s.get("int8_aware")) for s in shipped.tune] == [False, False, True, True]
+    assert (
+        "technical_prose.jsonl.gz" in shipped.tune[-1]["data"]
+        and "technical_prose.jsonl.gz" not in shipped.tune[2]["data"]
+    )
     assert all("base" not in s for s in shipped.tune)
     from export.train.config import config_from_values
 
