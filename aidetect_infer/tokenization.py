@@ -229,8 +229,10 @@ class TextEncoder:
         cleaned = [clean_text(text) for text in texts]
         out: list[NDArray[np.int64]] = [_EMPTY] * len(cleaned)
         short = [i for i, text in enumerate(cleaned) if len(text) <= PIECE_CHARS]
-        fast = [i for i in short if cleaned[i].isascii()] if self._ascii is not None else []
-        rest = [i for i in short if not cleaned[i].isascii()] if fast else short
+        fast: list[int] = []
+        rest: list[int] = []
+        for i in short:
+            (fast if self._tokenizer_for(cleaned[i]) is self._ascii else rest).append(i)
         for tokenizer, indices in ((self._ascii, fast), (self._tokenizer, rest)):
             if tokenizer is None or not indices:
                 continue
@@ -246,9 +248,12 @@ class TextEncoder:
                 out[i] = np.concatenate(parts)
         return out
 
+    def _tokenizer_for(self, text: str) -> Tokenizer:
+        """The tokenizer without the look-alike fold for an ASCII text where the bundle has one, else the full one."""
+        return self._ascii if self._ascii is not None and text.isascii() else self._tokenizer
+
     def _encode_one(self, text: str) -> NDArray[np.int64]:
-        tokenizer = self._ascii if self._ascii is not None and text.isascii() else self._tokenizer
-        return np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+        return np.asarray(self._tokenizer_for(text).encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
     def spans(self, n_tokens: int, *, truncation: bool = False) -> list[tuple[int, int]]:
         """The windows of a text of ``n_tokens`` content tokens (see :func:`window_spans`)."""

@@ -1,8 +1,8 @@
 """Human technical prose from the Python installation: ``python -m export.data.technical_prose --out FILE``.
 
-The shipped model flagged about half of the human software READMEs it was shown as AI (62 of 132 package
-descriptions of this project's own dependencies at its 1%-FPR threshold). Technical English written by people
-is on every machine that runs this library, so this builds a human-only data set from two local sources:
+The default model before this set flagged about half of the human software READMEs it was shown as AI (62 of
+132 package descriptions of this project's own dependencies at its 1%-FPR threshold). Technical English written
+by people is on every machine that runs this library, so this builds a human-only data set from two local sources:
 
 - ``python-docstring``: the docstrings of CPython's standard library (``Lib/*.py`` and its packages, tests left
   out), PSF License 2.0; one group per module.
